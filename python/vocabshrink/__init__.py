@@ -1,0 +1,59 @@
+"""vocabshrink: distil BERT-family encoders into small students with a reduced vocabulary.
+
+The public API is re-exported here. Heavy modules (torch, transformers) load on
+first use, so that `import vocabshrink` and the CLI's `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    ConfigError,
+    CorpusError,
+    ModelError,
+    ShardError,
+    TokenizerError,
+    TrainingError,
+    VocabshrinkError,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it
+_LAZY = {
+    "Aligner": "aligner",
+    "Alignment": "aligner",
+    "TorchAlignment": "aligner",
+    "TokenScheme": "tokenization",
+    "load_tokenizer": "tokenization",
+    "detect_scheme": "tokenization",
+    "fingerprint": "tokenization",
+    "span_mean": "losses",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vocabshrink' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "ConfigError",
+    "CorpusError",
+    "ModelError",
+    "ShardError",
+    "TokenizerError",
+    "TrainingError",
+    "VocabshrinkError",
+    *_LAZY,
+]
