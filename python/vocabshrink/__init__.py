@@ -26,11 +26,14 @@ _LAZY = {
     "Aligner": "aligner",
     "Alignment": "aligner",
     "TorchAlignment": "aligner",
+    "ChunkAlignment": "aligner",
+    "AlignmentBuffers": "aligner",
     "TokenScheme": "tokenization",
     "load_tokenizer": "tokenization",
     "detect_scheme": "tokenization",
     "fingerprint": "tokenization",
     "span_mean": "losses",
+    "chunk_mean": "losses",
 }
 
 

@@ -133,6 +133,55 @@ class TorchAlignment:
                                  for f in fields(self)})
 
 
+@dataclass
+class ChunkAlignment:
+    """Offset alignment of a batch: the common chunks of the teacher's and the student's own tokenizations.
+
+    Each side is a CSR segment list over flat positions (`b*L + i`): chunk c of
+    row b covers `indices[indptr[b*C + c]: indptr[b*C + c + 1]]`. `chunk_mask`
+    is true where both sides of the chunk have tokens.
+    """
+
+    teacher_indptr: Any  # int32 [B*C + 1]
+    teacher_indices: Any  # int32, flat teacher positions
+    student_indptr: Any  # int32 [B*C + 1]
+    student_indices: Any  # int32, flat student positions
+    chunk_mask: Any  # bool [B, C]
+
+    @classmethod
+    def from_chunk_ends(
+        cls, teacher_ends: list[np.ndarray], student_ends: list[np.ndarray], teacher_len: int, student_len: int
+    ) -> "ChunkAlignment":
+        """Build from per-example chunk ends (exclusive token indices, as `_core.offset_chunks` returns)."""
+        b = len(teacher_ends)
+        c = max((len(e) for e in teacher_ends), default=0)
+        parts = []
+        for ends_list, length in ((teacher_ends, teacher_len), (student_ends, student_len)):
+            counts = np.zeros((b, c), dtype=np.int64)
+            starts = np.zeros((b, c), dtype=np.int64)
+            for r, ends in enumerate(ends_list):
+                ends = np.minimum(np.asarray(ends, dtype=np.int64), length)  # truncated rows lose their tail
+                begin = np.concatenate(([0], ends[:-1]))
+                counts[r, : len(ends)] = np.maximum(ends - begin, 0)
+                starts[r, : len(ends)] = begin + r * length
+            indptr = np.zeros(b * c + 1, dtype=np.int64)
+            np.cumsum(counts.ravel(), out=indptr[1:])
+            total = int(indptr[-1])
+            # positions: start of the chunk plus the rank inside the chunk
+            rank = np.arange(total, dtype=np.int64) - np.repeat(indptr[:-1], counts.ravel())
+            indices = np.repeat(starts.ravel(), counts.ravel()) + rank
+            parts.append((indptr.astype(np.int32), indices.astype(np.int32), counts))
+        (ti, tx, tc), (si, sx, sc) = parts
+        return cls(ti, tx, si, sx, (tc > 0) & (sc > 0))
+
+    def to_torch(self, device: Any = None) -> "ChunkAlignment":
+        import torch
+
+        return ChunkAlignment(*(torch.as_tensor(x, device=device) for x in
+                                (self.teacher_indptr, self.teacher_indices, self.student_indptr,
+                                 self.student_indices, self.chunk_mask)))
+
+
 class AlignmentBuffers:
     """Reusable output arrays for `Aligner.align(out=...)`: grown when too small, never shrunk."""
 

@@ -7,7 +7,7 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
-from .aligner import Alignment, TorchAlignment
+from .aligner import Alignment, ChunkAlignment, TorchAlignment
 
 AlignmentLike = Union[Alignment, TorchAlignment]
 
@@ -18,6 +18,22 @@ def _torch_alignment(alignment: AlignmentLike, device: torch.device) -> TorchAli
     if alignment.indptr.device != device:
         return alignment.to(device)
     return alignment
+
+
+def segment_mean(hidden: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, rows: int) -> torch.Tensor:
+    """Mean of `hidden` [B, L, H] over CSR segments of flat positions; returns [B, rows, H] (zeros for empty ones)."""
+    b, _, h = hidden.shape
+    pooled = F.embedding_bag(indices, hidden.reshape(-1, h), indptr, mode="mean", include_last_offset=True)
+    return pooled.view(b, rows, h)
+
+
+def chunk_mean(hidden: torch.Tensor, chunks: ChunkAlignment, side: str) -> torch.Tensor:
+    """Mean of teacher or student states per common chunk: [B, C, H]; see `chunks.chunk_mask`."""
+    if side not in ("teacher", "student"):
+        raise ValueError(f"side must be 'teacher' or 'student', got {side!r}")
+    indptr = getattr(chunks, f"{side}_indptr")
+    indices = getattr(chunks, f"{side}_indices")
+    return segment_mean(hidden, indptr.to(hidden.device), indices.to(hidden.device), chunks.chunk_mask.shape[1])
 
 
 def span_mean(hidden: torch.Tensor, alignment: AlignmentLike) -> torch.Tensor:
@@ -31,6 +47,4 @@ def span_mean(hidden: torch.Tensor, alignment: AlignmentLike) -> torch.Tensor:
     b, lt, ls = a.shape
     if hidden.dim() != 3 or hidden.shape[0] != b or hidden.shape[1] != ls:
         raise ValueError(f"hidden has shape {tuple(hidden.shape)}, the alignment expects ({b}, {ls}, H)")
-    flat = hidden.reshape(b * ls, hidden.shape[2])
-    pooled = F.embedding_bag(a.indices, flat, a.indptr, mode="mean", include_last_offset=True)
-    return pooled.view(b, lt, hidden.shape[2])
+    return segment_mean(hidden, a.indptr, a.indices, lt)
