@@ -1,0 +1,989 @@
+"""distill: train a reduced-vocabulary student against a teacher.
+
+Read top to bottom: setup (processes, models, data, optimizer, resume), the
+step (losses summed over micro-batches, gradients summed over ranks, clip,
+update), evaluation, checkpointing, and the final export.
+
+One process: `distill(...)`. Many: `torchrun --nproc-per-node N -m vocabshrink
+distill ...` (gloo on CPU, NCCL on GPU); every rank takes a disjoint slice of
+each global batch, and rank 0 alone logs and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from . import losses as L
+from .aligner import Aligner
+from .errors import ConfigError, ModelError, ShardError, TrainingError
+from .tokenization import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+# Settings that must not change when a run is resumed (the others, e.g. max_steps, may).
+_RESUME_FIXED = ("mode", "layer_map", "batch_size", "grad_accum", "seed", "mlm_probability", "max_length",
+                 "mlm_weight", "mse_weight", "cosine_weight", "kl_weight", "match_weight", "temperature", "sum_probs",
+                 "lr", "weight_decay", "warmup_steps", "schedule", "world_size")
+
+
+@dataclass
+class TrainingReport:
+    """What `distill` did; written to `OUT/training_report.json`."""
+
+    teacher: str
+    student: str
+    data: list[str]
+    out: str
+    final_dir: str
+    projection: str | None
+    steps: int
+    resumed_from_step: int | None
+    world_size: int
+    device: str
+    examples_seen: int
+    teacher_tokens_seen: int
+    elapsed_s: float
+    tokens_per_s: float
+    final_loss: float | None
+    final_losses: dict[str, float]
+    evaluation: dict[str, float] | None
+    checkpoints: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# --- small helpers -----------------------------------------------------------------------------------------------
+
+
+def parse_layer_map(spec: str | Sequence[tuple[int, int]] | None, student_layers: int,
+                    teacher_layers: int) -> list[tuple[int, int]]:
+    """'3:6,0:0' -> [(3, 6), (0, 0)]; index 0 is the embedding output, negatives count from the last layer.
+
+    Default: the last student layer to the last teacher layer.
+    """
+    if spec is None or spec == "":
+        return [(student_layers, teacher_layers)]
+    if isinstance(spec, str):
+        pairs = []
+        for part in spec.split(","):
+            try:
+                s, t = (int(x) for x in part.split(":"))
+            except ValueError:
+                raise ConfigError(f"--layer-map: {part!r} is not STUDENT:TEACHER (e.g. '3:6,0:0')") from None
+            pairs.append((s, t))
+    else:
+        pairs = [(int(s), int(t)) for s, t in spec]
+    out = []
+    for s, t in pairs:
+        s2 = s + student_layers + 1 if s < 0 else s
+        t2 = t + teacher_layers + 1 if t < 0 else t
+        if not (0 <= s2 <= student_layers and 0 <= t2 <= teacher_layers):
+            raise ConfigError(f"--layer-map: {s}:{t} is out of range; the student has layers 0..{student_layers} and "
+                              f"the teacher 0..{teacher_layers} (0 = embedding output)")
+        out.append((s2, t2))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--layer-map: a pair appears twice in {spec!r}")
+    return out
+
+
+def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str) -> float:
+    """Linear warmup to 1, then linear or cosine decay to 0 at max_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def global_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The epoch's global batches: a seeded shuffle, then examples of similar length grouped together.
+
+    Sorting inside windows of 50 batches keeps padding low while the order of
+    batches stays random. Only full batches are kept, so that every rank gets
+    the same number of examples per step.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = order[start:start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _seed_everything(*key: int) -> None:
+    seq = np.random.SeedSequence(list(key))
+    s = int(seq.generate_state(1, dtype=np.uint64)[0] % (2**63))
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        out[k] = v.to(device) if hasattr(v, "to") else v
+    return out
+
+
+# --- data: vocabshrink.data provides the shards' Dataset and the collate callable --------------------------------
+
+
+def open_data(paths: Sequence[str | Path], teacher_tokenizer: Any, student_tokenizer: Any, aligner: Aligner,
+              *, mlm_probability: float, max_length: int, seed: int) -> tuple[Any, np.ndarray, Any]:
+    """(dataset, per-example lengths, collate callable) over shard directories, from `vocabshrink.data`."""
+    try:
+        from . import data as data_mod
+    except ImportError as exc:  # the align stage's module is missing from this install
+        raise ShardError(f"cannot read shards: vocabshrink.data is not available ({exc})") from exc
+    dataset = data_mod.ShardDataset([str(p) for p in paths], teacher_tokenizer, student_tokenizer)
+    lengths = np.asarray(getattr(dataset, "lengths", None) if getattr(dataset, "lengths", None) is not None
+                         else [len(dataset[i]["teacher_ids"]) for i in range(len(dataset))])
+    collate = data_mod.Collator(aligner, mlm_probability=mlm_probability, max_length=max_length, seed=seed)
+    return dataset, lengths, collate
+
+
+def _collate(collate: Any, dataset: Any, indices: np.ndarray, key: Sequence[int]) -> dict[str, Any]:
+    """Collate examples with MLM masking drawn from a generator keyed by (seed, step, ...), so that resume repeats it."""
+    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+    if hasattr(collate, "rng"):
+        collate.rng = np.random.default_rng(seed)
+    if hasattr(collate, "generator"):
+        collate.generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    return collate([dataset[int(i)] for i in indices])
+
+
+# --- models ------------------------------------------------------------------------------------------------------
+
+
+def _load_teacher(teacher: str | Path, need_logits: bool, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+
+    path = Path(teacher)
+    if not (path / "config.json").exists():
+        raise ModelError(f"{path}: no config.json; pass a Hugging Face model directory as --teacher")
+    if need_logits:
+        config = AutoConfig.from_pretrained(path)
+        archs = config.architectures or []
+        if not any(a.endswith("ForMaskedLM") or a.endswith("ForPreTraining") for a in archs):
+            raise ModelError(f"{path}: the KL losses need teacher logits, but this teacher ({', '.join(archs) or '?'}) "
+                             "has no MLM head; set --kl-weight 0 and --match-weight 0, or use a *ForMaskedLM teacher")
+        model, info = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
+        head_missing = [k for k in info.get("missing_keys", []) if "bert." not in k and "embeddings" not in k]
+        if head_missing:
+            raise ModelError(f"{path}: the MLM head's weights are missing ({head_missing[:3]}...); the KL losses need "
+                             "a trained head: set --kl-weight 0 and --match-weight 0")
+    else:
+        model = AutoModel.from_pretrained(path, dtype=dtype)
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _load_student(student: str | Path, device: torch.device) -> torch.nn.Module:
+    from transformers import AutoModelForMaskedLM
+
+    path = Path(student)
+    if not (path / "config.json").exists():
+        raise ModelError(f"{path}: no student model here (config.json missing); make one with `vocabshrink "
+                         "init-student --teacher T --tokenizer TOK --out DIR`")
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load the student as a masked language model ({exc})") from exc
+    return model.to(device)
+
+
+def _encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare encoder of a *ForMaskedLM (or the model itself): hidden states without the vocabulary head."""
+    return getattr(model, model.base_model_prefix, model) if hasattr(model, "base_model_prefix") else model
+
+
+def _num_layers(model: torch.nn.Module) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+# --- the losses of one micro-batch -------------------------------------------------------------------------------
+
+
+@dataclass
+class LossSetup:
+    """What the step needs besides the models: weights, the layer pairs and the vocabulary maps."""
+
+    mode: str
+    layer_map: list[tuple[int, int]]
+    mlm_weight: float
+    mse_weight: float
+    cosine_weight: float
+    kl_weight: float
+    match_weight: float
+    temperature: float
+    sum_probs: bool
+    reduce_map: L.ReduceMap | None
+    shared_teacher: torch.Tensor | None  # teacher id -> student id for shared tokens, as a lookup table (-1: none)
+
+    @property
+    def need_hidden(self) -> bool:
+        return self.mse_weight > 0 or self.cosine_weight > 0
+
+    @property
+    def need_logits(self) -> bool:
+        return self.kl_weight > 0 or self.match_weight > 0
+
+
+COMPONENTS = ("mlm", "mse", "cosine", "kl", "match")
+
+
+def _rows(batch: dict[str, Any], setup: LossSetup) -> dict[str, torch.Tensor]:
+    """Boolean masks of the rows each loss averages over (known before any forward pass)."""
+    t_mask = batch["teacher_attention_mask"].bool()
+    rows: dict[str, torch.Tensor] = {"mlm": batch["mlm_labels"] != -100}
+    if setup.mode == "split":
+        split = batch["split"]
+        pos = t_mask & split.teacher_keep.bool()
+        rows["hidden"] = pos
+        rows["kl"] = pos
+        if setup.shared_teacher is not None:
+            single = (split.span_end - split.span_start) == 1
+            shared = setup.shared_teacher.to(t_mask.device)[batch["teacher_input_ids"]] >= 0
+            rows["match"] = pos & single & shared
+    else:
+        chunks = batch["chunks"]
+        rows["hidden"] = chunks.chunk_mask.bool()
+        b, c = chunks.chunk_mask.shape
+        t_count = (chunks.teacher_indptr[1:] - chunks.teacher_indptr[:-1]).view(b, c)
+        s_count = (chunks.student_indptr[1:] - chunks.student_indptr[:-1]).view(b, c)
+        one_teacher = rows["hidden"] & (t_count == 1)
+        rows["kl"] = one_teacher
+        rows["match"] = torch.zeros_like(one_teacher)
+        nnz_t, nnz_s = chunks.teacher_indices.numel(), chunks.student_indices.numel()
+        if setup.shared_teacher is not None and nnz_t and nnz_s:
+            # a chunk of one token on each side, the same shared token on both: identically tokenized
+            first_t = chunks.teacher_indices[chunks.teacher_indptr[:-1].long().clamp(max=nnz_t - 1)].long()
+            first_s = chunks.student_indices[chunks.student_indptr[:-1].long().clamp(max=nnz_s - 1)].long()
+            t_ids = batch["teacher_input_ids"].reshape(-1)[first_t].view(b, c)
+            s_ids = batch["student_original_ids"].reshape(-1)[first_s].view(b, c)
+            mapped = setup.shared_teacher.to(t_ids.device)[t_ids]
+            rows["match"] = one_teacher & (s_count == 1) & (mapped == s_ids) & (mapped >= 0)
+    return rows
+
+
+def row_counts(batch: dict[str, Any], setup: LossSetup) -> torch.Tensor:
+    """Rows per loss component (mlm, mse, cosine, kl, match), float64, for normalising sums across ranks."""
+    rows = _rows(batch, setup)
+    n_pairs = len(setup.layer_map)
+    hidden = float(rows["hidden"].sum()) * n_pairs
+    return torch.tensor([float(rows["mlm"].sum()), hidden, hidden, float(rows["kl"].sum()),
+                         float(rows["match"].sum()) if "match" in rows else 0.0], dtype=torch.float64)
+
+
+def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: torch.nn.Module,
+              batch: dict[str, Any], setup: LossSetup, autocast: Any) -> dict[str, torch.Tensor]:
+    """Each loss component summed over its rows (a weight of 0 skips the component's computation)."""
+    sums: dict[str, torch.Tensor] = {}
+    rows = _rows(batch, setup)
+    need_teacher = setup.need_hidden or setup.need_logits
+    t_out = None
+    if need_teacher:
+        with torch.no_grad():
+            t_model = teacher if setup.need_logits else _encoder(teacher)
+            t_out = t_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                            output_hidden_states=setup.need_hidden)
+    offsets_hidden = setup.mode == "offsets" and setup.need_hidden
+    offsets_logits = setup.mode == "offsets" and setup.need_logits
+
+    # Pass 1: the student over its own (MLM-masked) tokens.
+    own = None
+    if setup.mlm_weight > 0 or offsets_hidden or offsets_logits:
+        with autocast:
+            own = student(input_ids=batch["student_input_ids"], attention_mask=batch["student_attention_mask"],
+                          output_hidden_states=offsets_hidden)
+        if setup.mlm_weight > 0:
+            sums["mlm"] = L.mlm_loss(own.logits, batch["mlm_labels"], reduction="sum")
+
+    # Pass 2 (split mode): the student over the teacher's tokens split by the student vocabulary.
+    split_out = None
+    if setup.mode == "split" and need_teacher:
+        split = batch["split"]
+        model = student if setup.need_logits else _encoder(student)
+        with autocast:
+            split_out = model(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
+                              output_hidden_states=setup.need_hidden)
+
+    if setup.need_hidden:
+        mse = cos = 0.0
+        for s_layer, t_layer in setup.layer_map:
+            t_h = t_out.hidden_states[t_layer].float()
+            if setup.mode == "split":
+                s_h = L.span_mean(split_out.hidden_states[s_layer].float(), batch["split"])
+                mask = rows["hidden"]
+            else:
+                s_h = L.chunk_mean(own.hidden_states[s_layer].float(), batch["chunks"], "student")
+                t_h = L.chunk_mean(t_h, batch["chunks"], "teacher")
+                mask = rows["hidden"]
+            if projection is not None:
+                s_h = projection(s_h, s_layer, t_layer)
+            if setup.mse_weight > 0:
+                mse = mse + L.hidden_mse(s_h, t_h, mask, reduction="sum")
+            if setup.cosine_weight > 0:
+                cos = cos + L.hidden_cosine(s_h, t_h, mask, reduction="sum")
+        if setup.mse_weight > 0:
+            sums["mse"] = mse
+        if setup.cosine_weight > 0:
+            sums["cosine"] = cos
+
+    if setup.need_logits:
+        t_logits = t_out.logits.float()
+        if setup.mode == "split":
+            pooled = L.span_mean(split_out.logits.float(), batch["split"])  # [B, Lt, V_S]
+            t_rows = t_logits
+        else:
+            pooled = L.chunk_mean(own.logits.float(), batch["chunks"], "student")  # [B, C, V_S]
+            t_rows = L.chunk_mean(t_logits, batch["chunks"], "teacher")  # one teacher token: its own logits
+        if setup.kl_weight > 0:
+            m = rows["kl"]
+            sums["kl"] = L.reduce_kl(pooled[m], t_rows[m], setup.reduce_map, setup.temperature, setup.sum_probs,
+                                     reduction="sum")
+        if setup.match_weight > 0:
+            m = rows["match"]
+            shared_t = torch.nonzero(setup.shared_teacher >= 0).flatten()
+            shared_s = setup.shared_teacher[shared_t]
+            sums["match"] = L.match_kl(pooled[m], t_rows[m], shared_t, shared_s, setup.temperature, reduction="sum")
+    return sums
+
+
+def combine(sums: dict[str, torch.Tensor], counts: torch.Tensor, setup: LossSetup) -> tuple[torch.Tensor, dict]:
+    """The weighted loss: each component's sum divided by its global row count (step, all ranks)."""
+    weights = dict(zip(COMPONENTS, (setup.mlm_weight, setup.mse_weight, setup.cosine_weight, setup.kl_weight,
+                                    setup.match_weight)))
+    total = torch.zeros((), dtype=torch.float32)
+    parts = {}
+    for i, name in enumerate(COMPONENTS):
+        if name in sums:
+            value = sums[name] / max(float(counts[i]), 1.0)
+            total = total.to(value.device) + weights[name] * value
+            parts[name] = value.detach()
+    return total, parts
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------------
+
+
+def _checkpoints(out: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in out.glob("step-*"):
+        if p.is_dir() and p.name[5:].isdigit() and (p / "trainer_state.json").exists():
+            found.append((int(p.name[5:]), p))
+    return sorted(found)
+
+
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state as safetensors tensors plus JSON, so that loading never unpickles."""
+    sd = optimizer.state_dict()
+    tensors = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    for pid, extra in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(extra)
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(out: Path, step: int, student: torch.nn.Module, projection: torch.nn.Module | None,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any], keep: int) -> Path:
+    """Write `step-N/` into a temporary folder, rename it into place, then drop all but the last `keep`."""
+    final = out / f"step-{step}"
+    tmp = out / f".tmp-step-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(student, str(tmp / "model.safetensors"))
+    if projection is not None:
+        save_file({k: v.contiguous() for k, v in projection.state_dict().items()}, str(tmp / "projection.safetensors"))
+    tensors, meta = _optimizer_to_files(optimizer)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    save_file(rng, str(tmp / "rng.safetensors"))
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    full = dict(state, version=STATE_VERSION, step=step, optimizer=meta, scheduler=sched,
+                rng={"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                     "python": [py_state[0], list(py_state[1]), py_state[2]]})
+    # trainer_state.json last: its presence marks a complete checkpoint
+    (tmp / "trainer_state.json").write_text(json.dumps(full, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for _, old in _checkpoints(out)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, student: torch.nn.Module, projection: torch.nn.Module | None,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device) -> dict[str, Any]:
+    """Restore model, projection, optimizer, scheduler and RNG states; returns the trainer state."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        missing, unexpected = load_model(student, str(path / "model.safetensors"), strict=False, device=str(device))
+        if unexpected or [k for k in missing if "decoder.weight" not in k]:
+            raise ModelError(f"{path}/model.safetensors does not fit the student (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        if projection is not None:
+            projection.load_state_dict(load_file(str(path / "projection.safetensors"), device=str(device)))
+        _optimizer_from_files(optimizer, load_file(str(path / "optimizer.safetensors"), device=str(device)),
+                              state["optimizer"])
+        scheduler.load_state_dict(dict(state["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups)))
+        rng = load_file(str(path / "rng.safetensors"))
+    except (OSError, KeyError, ValueError, json.JSONDecodeError, RuntimeError) as exc:
+        raise TrainingError(f"{path}: cannot resume from this checkpoint ({exc}); delete it to resume from an "
+                            "earlier one") from exc
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    np_state = state["rng"]["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    py = state["rng"]["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    return state
+
+
+# --- distributed -------------------------------------------------------------------------------------------------
+
+
+def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts the process group under torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device in (None, "auto"):
+        dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return rank, world, dev
+
+
+def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def _sum_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Sum gradients over ranks in one flat buffer.
+
+    Each rank's loss is already divided by the global row count, so the sum is
+    the gradient of the global loss. (We do not use DDP's wrapper: a step may
+    run the student twice, over its own and over the split tokens, before one
+    backward.)
+    """
+    if world == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+# --- evaluation --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: torch.nn.Module,
+             batches: Sequence[dict[str, Any]], setup: LossSetup, device: torch.device) -> dict[str, float]:
+    """MLM loss and accuracy, hidden MSE and cosine to the teacher, and teacher agreement on held-out batches."""
+    student.eval()
+    # hidden metrics need comparable widths: equal ones, or the trained projection
+    hidden = 1.0 if projection is not None or student.config.hidden_size == teacher.config.hidden_size else 0.0
+    hidden_setup = LossSetup(**{**setup.__dict__, "mse_weight": hidden, "cosine_weight": hidden, "mlm_weight": 1.0,
+                                "kl_weight": 0.0, "match_weight": 0.0})
+    totals = torch.zeros(len(COMPONENTS), dtype=torch.float64)
+    counts = torch.zeros(len(COMPONENTS), dtype=torch.float64)
+    correct = 0
+    t_emb, s_emb = [], []
+    for batch in batches:
+        batch = _to_device(batch, device)
+        sums = loss_sums(student, projection, teacher, batch, hidden_setup, torch.autocast("cpu", enabled=False))
+        counts += row_counts(batch, hidden_setup)
+        for i, name in enumerate(COMPONENTS):
+            if name in sums:
+                totals[i] += float(sums[name])
+        own = student(input_ids=batch["student_input_ids"], attention_mask=batch["student_attention_mask"])
+        labels = batch["mlm_labels"]
+        correct += int(((own.logits.argmax(-1) == labels) & (labels != -100)).sum())
+        # sentence embeddings for teacher agreement: mean-pooled last layers over unmasked text
+        t_last = _encoder(teacher)(input_ids=batch["teacher_input_ids"],
+                                   attention_mask=batch["teacher_attention_mask"]).last_hidden_state
+        s_last = _encoder(student)(input_ids=batch["student_original_ids"],
+                                   attention_mask=batch["student_attention_mask"]).last_hidden_state
+        t_emb.append(_mean_pool(t_last.float(), batch["teacher_attention_mask"]).cpu())
+        s_emb.append(_mean_pool(s_last.float(), batch["student_attention_mask"]).cpu())
+    student.train()
+    metrics = {
+        "eval_mlm_loss": float(totals[0] / max(counts[0], 1)),
+        "eval_mlm_accuracy": correct / max(float(counts[0]), 1.0),
+    }
+    if hidden:
+        metrics["eval_hidden_mse"] = float(totals[1] / max(counts[1], 1))
+        metrics["eval_hidden_cosine"] = 1.0 - float(totals[2] / max(counts[2], 1))
+    agreement = _teacher_agreement(torch.cat(t_emb), torch.cat(s_emb)) if t_emb else None
+    if agreement is not None:
+        metrics["eval_teacher_agreement"] = agreement
+    return metrics
+
+
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    try:
+        from .agreement import mean_pool
+    except ImportError:
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    return mean_pool(hidden, mask)
+
+
+def _teacher_agreement(teacher_emb: torch.Tensor, student_emb: torch.Tensor) -> float | None:
+    """Spearman between the pairwise cosine similarities of teacher and student sentence embeddings."""
+    try:
+        from .agreement import teacher_agreement
+    except ImportError:
+        log.warning("vocabshrink.agreement is not available: teacher agreement is not evaluated")
+        return None
+    if teacher_emb.shape[0] < 3:
+        return None
+    return float(teacher_agreement(teacher_emb.numpy(), student_emb.numpy()))
+
+
+# --- export ------------------------------------------------------------------------------------------------------
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                    "added_tokens.json")
+
+
+def export_student(student: torch.nn.Module, projection: L.HiddenProjection | None, student_dir: Path,
+                   final: Path) -> str | None:
+    """The student as a Hugging Face directory (+ projection.safetensors, described in config.json)."""
+    tmp = final.parent / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if projection is not None:
+        s_layers = _num_layers(student)
+        last = [p for p in projection.layer_map if p[0] == s_layers] or projection.layer_map[-1:]
+        student.config.vocabshrink_projection = {
+            "file": "projection.safetensors",
+            "in_features": projection.student_width,
+            "out_features": projection.teacher_width,
+            "layer_map": [list(p) for p in projection.layer_map],
+            "keys": {projection.key(*p): list(p) for p in projection.layer_map},
+            "embedding_key": projection.key(*last[0]),
+            "usage": "teacher_space = hidden @ W[key].weight.T + W[key].bias, keys 'maps.<key>.weight'/'.bias'",
+        }
+    student.save_pretrained(tmp, safe_serialization=True)
+    for name in _TOKENIZER_FILES:
+        if (student_dir / name).exists():
+            shutil.copy2(student_dir / name, tmp / name)
+    proj_path = None
+    if projection is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()},
+                  str(tmp / "projection.safetensors"))
+        proj_path = str(final / "projection.safetensors")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return proj_path
+
+
+# --- the stage ---------------------------------------------------------------------------------------------------
+
+
+def distill(
+    *,
+    teacher: str | Path,
+    student: str | Path,
+    data: Sequence[str | Path],
+    out: str | Path,
+    eval_data: Sequence[str | Path] | None = None,
+    mode: str = "split",
+    layer_map: str | Sequence[tuple[int, int]] | None = None,
+    mlm_weight: float = 1.0,
+    mse_weight: float = 1.0,
+    cosine_weight: float = 0.0,
+    kl_weight: float = 0.0,
+    match_weight: float = 0.0,
+    temperature: float = 2.0,
+    sum_probs: bool = False,
+    batch_size: int = 32,
+    grad_accum: int = 1,
+    max_steps: int = 1000,
+    lr: float = 5e-4,
+    weight_decay: float = 0.01,
+    warmup_steps: int = 100,
+    schedule: str = "linear",
+    clip_norm: float = 1.0,
+    mlm_probability: float = 0.15,
+    max_length: int = 128,
+    seed: int = 0,
+    eval_every: int = 0,
+    eval_batches: int = 8,
+    checkpoint_every: int = 0,
+    keep_checkpoints: int = 3,
+    resume: bool = False,
+    teacher_dtype: str = "fp32",
+    precision: str = "auto",
+    device: str | None = None,
+    log_every: int = 10,
+    progress: bool = True,
+) -> TrainingReport:
+    """Distil `teacher` into the `student` directory on the shards in `data`; write checkpoints and the result to `out`.
+
+    `batch_size` is the global batch of one optimizer step (all ranks, all
+    accumulation micro-batches), so a run gives the same result on any number
+    of processes.
+    """
+    settings = {k: v for k, v in locals().items() if k not in ("teacher", "student", "data", "out", "eval_data",
+                                                                "resume", "device", "progress", "log_every")}
+    started = time.time()
+    out = Path(out)
+    teacher_path, student_path = Path(teacher), Path(student)
+
+    # ---- setup: options ---------------------------------------------------------------------------------------
+    if mode not in ("split", "offsets"):
+        raise ConfigError(f"--mode must be 'split' or 'offsets', got {mode!r}")
+    if schedule not in ("linear", "cosine"):
+        raise ConfigError(f"--schedule must be 'linear' or 'cosine', got {schedule!r}")
+    weights = dict(mlm=mlm_weight, mse=mse_weight, cosine=cosine_weight, kl=kl_weight, match=match_weight)
+    if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+        raise ConfigError(f"loss weights must be >= 0 and at least one > 0, got {weights}")
+    if max_steps <= 0 or batch_size <= 0 or grad_accum <= 0 or temperature <= 0 or lr <= 0:
+        raise ConfigError("--max-steps, --batch-size, --grad-accum, --temperature and --lr must be positive")
+    if not 0 < mlm_probability < 1:
+        raise ConfigError(f"--mlm-probability must be in (0, 1), got {mlm_probability}")
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if teacher_dtype not in dtypes:
+        raise ConfigError(f"--teacher-dtype must be one of {sorted(dtypes)}, got {teacher_dtype!r}")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"--precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if not data:
+        raise ConfigError("no --data shards given")
+
+    # ---- setup: processes and devices -------------------------------------------------------------------------
+    rank, world, dev = _setup_distributed(device)
+    settings["world_size"] = world
+    is_main = rank == 0
+    if batch_size % (world * grad_accum):
+        raise ConfigError(f"--batch-size {batch_size} must be divisible by processes x --grad-accum "
+                          f"({world} x {grad_accum})")
+    micro = batch_size // (world * grad_accum)
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    # ---- setup: tokenizers, models, vocabulary maps ------------------------------------------------------------
+    if not student_path.is_dir():
+        raise ModelError(f"{student_path}: student directory not found; make one with `vocabshrink init-student`")
+    teacher_tok = load_tokenizer(teacher_path)
+    student_tok = load_tokenizer(student_path)
+    aligner = Aligner.from_tokenizers(teacher_path, student_path)
+    need_logits = kl_weight > 0 or match_weight > 0
+    t_model = _load_teacher(teacher_path, need_logits, dtypes[teacher_dtype], dev)
+    s_model = _load_student(student_path, dev)
+    if s_model.config.vocab_size < student_tok.get_vocab_size(with_added_tokens=True):
+        raise ModelError(f"{student_path}: the model has {s_model.config.vocab_size} embeddings but its tokenizer "
+                         f"{student_tok.get_vocab_size(with_added_tokens=True)} tokens; re-run init-student")
+    t_vocab = teacher_tok.get_vocab_size(with_added_tokens=True)
+    if t_model.config.vocab_size < t_vocab:
+        raise ModelError(f"{teacher_path}: the teacher model has {t_model.config.vocab_size} embeddings but its "
+                         f"tokenizer {t_vocab} tokens")
+    pairs = parse_layer_map(layer_map, _num_layers(s_model), _num_layers(t_model))
+    settings["layer_map"] = [list(p) for p in pairs]
+    s_width, t_width = int(s_model.config.hidden_size), int(t_model.config.hidden_size)
+    projection = None
+    if s_width != t_width and (mse_weight > 0 or cosine_weight > 0):
+        torch.manual_seed(seed)
+        projection = L.HiddenProjection(s_width, t_width, pairs).to(dev)
+    reduce_map = shared = None
+    if need_logits:
+        offsets, ids = aligner.table
+        reduce_map = L.ReduceMap(offsets, ids).to(dev)
+        if t_model.config.vocab_size != reduce_map.teacher_vocab_size:
+            raise ModelError(f"{teacher_path}: {t_model.config.vocab_size} output logits but {t_vocab} tokenizer "
+                             "tokens; the KL losses need them equal")
+        sh_t, sh_s = L.shared_vocabulary(offsets, ids, aligner.student_roles.get("unk"))
+        shared = torch.full((t_vocab,), -1, dtype=torch.int64)
+        shared[sh_t] = sh_s
+        shared = shared.to(dev)
+    setup = LossSetup(mode, pairs, mlm_weight, mse_weight, cosine_weight, kl_weight, match_weight, temperature,
+                      sum_probs, reduce_map, shared)
+
+    # ---- setup: data ------------------------------------------------------------------------------------------
+    dataset, lengths, collate = open_data(data, teacher_tok, student_tok, aligner, mlm_probability=mlm_probability,
+                                          max_length=max_length, seed=seed)
+    if len(dataset) < batch_size:
+        raise ShardError(f"{', '.join(map(str, data))}: {len(dataset)} examples, fewer than one batch "
+                         f"({batch_size}); use more data or a smaller --batch-size")
+    eval_set = None
+    if eval_data:
+        eval_set = open_data(eval_data, teacher_tok, student_tok, aligner, mlm_probability=mlm_probability,
+                             max_length=max_length, seed=seed)
+
+    # ---- setup: optimizer and schedule ------------------------------------------------------------------------
+    params = [p for p in s_model.parameters() if p.requires_grad]
+    if projection is not None:
+        params += list(projection.parameters())
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup_steps=warmup_steps, max_steps=max_steps, schedule=schedule))
+
+    # ---- setup: resume ----------------------------------------------------------------------------------------
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".tmp-*"):  # left by an interrupted write
+        if is_main:
+            shutil.rmtree(stale, ignore_errors=True)
+    start_step, epoch, batch_in_epoch, examples_seen, tokens_seen = 0, 0, 0, 0, 0
+    resumed_from = None
+    existing = _checkpoints(out)
+    if resume:
+        if not existing:
+            raise TrainingError(f"{out}: no checkpoint (step-N/) to resume from; run without --resume")
+        ckpt_step, ckpt = existing[-1]
+        state = load_checkpoint(ckpt, s_model, projection, optimizer, scheduler, dev)
+        changed = {k: (state["settings"].get(k), settings.get(k)) for k in _RESUME_FIXED
+                   if state["settings"].get(k) != settings.get(k)}
+        if changed:
+            raise ConfigError(f"{ckpt}: --resume with different settings {changed}; resume with the original ones")
+        start_step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        examples_seen, tokens_seen = state["examples_seen"], state["teacher_tokens_seen"]
+        resumed_from = ckpt_step
+        log.info("resumed from %s", ckpt)
+    elif existing or (out / "final").exists():
+        raise ConfigError(f"{out}: holds an earlier run (step-N/ or final/); pass --resume or another --out")
+
+    metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
+    writer = _tensorboard(out) if is_main else None
+    batches = global_batches(lengths, batch_size, seed, epoch)
+    if not batches:
+        raise ShardError(f"{data}: no full batch of {batch_size} examples")
+
+    def next_global_batch() -> np.ndarray:
+        nonlocal epoch, batch_in_epoch, batches
+        if batch_in_epoch >= len(batches):
+            epoch, batch_in_epoch = epoch + 1, 0
+            batches = global_batches(lengths, batch_size, seed, epoch)
+        b = batches[batch_in_epoch]
+        batch_in_epoch += 1
+        return b
+
+    eval_batches_cache = None
+    if eval_set is not None:
+        e_ds, e_len, e_collate = eval_set
+        order = np.argsort(e_len, kind="stable")
+        eb = [order[i:i + micro] for i in range(0, len(order), micro)][:eval_batches]
+        eval_batches_cache = [_collate(e_collate, e_ds, idx, (seed, 999_999, i)) for i, idx in enumerate(eb)]
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    s_model.train()
+    bar = None
+    if is_main and progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_steps, initial=start_step, desc="distill", unit="step", dynamic_ncols=True)
+    last_parts: dict[str, float] = {}
+    last_loss = None
+    last_eval = None
+    checkpoints: list[str] = []
+    tokens_at_start, t0 = tokens_seen, time.time()
+    try:
+        for step in range(start_step, max_steps):
+
+            # this rank's slice of every accumulation micro-batch of the global batch
+            global_idx = next_global_batch()
+            micro_batches = []
+            for a in range(grad_accum):
+                lo = (a * world + rank) * micro
+                idx = global_idx[lo:lo + micro]
+                micro_batches.append(_to_device(_collate(collate, dataset, idx, (seed, step, a * world + rank)), dev))
+            counts = sum((row_counts(b, setup) for b in micro_batches), torch.zeros(len(COMPONENTS),
+                                                                                    dtype=torch.float64))
+            step_tokens = torch.tensor([sum(float(b["teacher_attention_mask"].sum()) for b in micro_batches)],
+                                       dtype=torch.float64)
+            _all_reduce(counts, world)
+
+            # the step: gradients of the global loss, summed over micro-batches and ranks
+            loss_value = torch.zeros((), dtype=torch.float64)
+            parts_acc = {name: 0.0 for name in COMPONENTS}
+            for a, b in enumerate(micro_batches):
+                # dropout depends on (seed, step, global micro-batch) alone: resume is exact, and so is any split
+                # of the global batch into processes x accumulation steps
+                _seed_everything(seed, step, a * world + rank)
+                sums = loss_sums(s_model, projection, t_model, b, setup, autocast)
+                loss, parts = combine(sums, counts, setup)
+                loss.backward()
+                loss_value += float(loss.detach())
+                for k, v in parts.items():
+                    parts_acc[k] += float(v)
+            stats = torch.tensor([float(loss_value), *[parts_acc[k] for k in COMPONENTS], float(step_tokens)],
+                                 dtype=torch.float64)
+            _all_reduce(stats, world)
+            global_loss = float(stats[0])
+            if not math.isfinite(global_loss):
+                bad = {k: float(v) for k, v in zip(COMPONENTS, stats[1:6]) if not math.isfinite(float(v))}
+                last_ckpt = _checkpoints(out)[-1][1] if _checkpoints(out) else None
+                raise TrainingError(
+                    f"step {step}: the loss is {global_loss} (non-finite components: {bad or 'the total'}); the run "
+                    f"stops. Last good checkpoint: {last_ckpt or 'none'}. Lower --lr, raise --warmup-steps or "
+                    "--clip-norm, or check the data; resume with --resume")
+            _sum_gradients(params, world)
+            if clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, clip_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            examples_seen += batch_size
+            tokens_seen += int(stats[-1])
+            last_loss = global_loss
+            last_parts = {k: float(v) for k, v in zip(COMPONENTS, stats[1:6]) if k in _active(setup)}
+            done = step + 1
+
+            # logging (rank 0)
+            if is_main:
+                elapsed = max(time.time() - t0, 1e-9)
+                tps = (tokens_seen - tokens_at_start) / elapsed
+                record = {"step": done, "loss": global_loss, **{f"loss_{k}": v for k, v in last_parts.items()},
+                          "lr": scheduler.get_last_lr()[0], "tokens_per_s": tps, "epoch": epoch}
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{global_loss:.4f}", tok_s=f"{tps:.0f}")
+                if done % max(1, log_every) == 0 or done == max_steps:
+                    _log_metrics(metrics_file, writer, record, done)
+
+            # evaluation (rank 0; the others wait)
+            if eval_batches_cache is not None and eval_every > 0 and (done % eval_every == 0 or done == max_steps):
+                if is_main:
+                    last_eval = evaluate(s_model, projection, t_model, eval_batches_cache, setup, dev)
+                    _log_metrics(metrics_file, writer, {"step": done, **last_eval}, done)
+                if world > 1:
+                    dist.barrier()
+
+            # checkpointing (rank 0; the others wait)
+            if checkpoint_every > 0 and (done % checkpoint_every == 0 or done == max_steps):
+                if is_main:
+                    state = {"settings": settings, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                             "examples_seen": examples_seen, "teacher_tokens_seen": tokens_seen,
+                             "loss": global_loss}
+                    path = save_checkpoint(out, done, s_model, projection, optimizer, scheduler, state,
+                                           keep_checkpoints)
+                    checkpoints.append(str(path))
+                if world > 1:
+                    dist.barrier()
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        if writer is not None:
+            writer.close()
+
+    # ---- the result -------------------------------------------------------------------------------------------
+    if eval_batches_cache is not None and last_eval is None and is_main:
+        last_eval = evaluate(s_model, projection, t_model, eval_batches_cache, setup, dev)
+    final = out / "final"
+    projection_path = None
+    if is_main:
+        projection_path = export_student(s_model, projection, student_path, final)
+    elapsed = time.time() - started
+    report = TrainingReport(
+        teacher=str(teacher_path), student=str(student_path), data=[str(p) for p in data], out=str(out),
+        final_dir=str(final), projection=projection_path, steps=max_steps, resumed_from_step=resumed_from,
+        world_size=world, device=str(dev), examples_seen=examples_seen, teacher_tokens_seen=tokens_seen,
+        elapsed_s=round(elapsed, 3), tokens_per_s=round((tokens_seen - tokens_at_start) / max(time.time() - t0, 1e-9), 1),
+        final_loss=last_loss, final_losses=last_parts, evaluation=last_eval,
+        checkpoints=[str(p) for _, p in _checkpoints(out)], settings=settings,
+    )
+    if is_main:
+        tmp = out / ".training_report.json.tmp"
+        tmp.write_text(report.to_json())
+        os.replace(tmp, out / "training_report.json")
+    if world > 1:
+        dist.barrier()
+    return report
+
+
+def _active(setup: LossSetup) -> set[str]:
+    w = dict(zip(COMPONENTS, (setup.mlm_weight, setup.mse_weight, setup.cosine_weight, setup.kl_weight,
+                              setup.match_weight)))
+    return {k for k, v in w.items() if v > 0}
+
+
+def _tensorboard(out: Path) -> Any:
+    """A SummaryWriter when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def _log_metrics(file: Any, writer: Any, record: dict[str, Any], step: int) -> None:
+    log.info("%s", " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+    if file is not None:
+        file.write(json.dumps(record) + "\n")
+        file.flush()
+    if writer is not None:
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)):
+                writer.add_scalar(k, v, step)

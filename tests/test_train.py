@@ -1,0 +1,408 @@
+"""distill: losses decrease, KL paths, resume equivalence, two-process gloo, NaN handling, bad inputs, export.
+
+Tiny teachers and students are built here from configs. The data comes from
+`vocabshrink.data` when it is installed; until then `install_contract_data()`
+stands in for it with examples built from real text, in the batch format of
+the align/distill contract (the real module replaces it with no change here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vocabshrink import train as T
+from vocabshrink.errors import ConfigError, ModelError, ShardError, TrainingError
+
+HERE = Path(__file__).resolve().parent
+HAVE_DATA = False
+try:  # the align stage's reader; the fixtures switch to it as soon as it exists
+    from vocabshrink import data as _data  # noqa: F401
+    from vocabshrink.shards import align as _align  # noqa: F401
+
+    HAVE_DATA = True
+except ImportError:
+    pass
+
+
+# --- a stand-in for vocabshrink.data, following the batch contract ------------------------------------------------
+
+
+class ContractDataset:
+    """Examples from a `lines.txt` in each data dir: both tokenizations and the offset-alignment chunk ends."""
+
+    def __init__(self, dirs, teacher_tok, student_tok, max_length=128):
+        from vocabshrink._core import offset_chunks
+
+        self.items = []
+        for d in dirs:
+            path = Path(d) / "lines.txt"
+            if not path.exists():
+                raise ShardError(f"{d}: no shards here")
+            meta = json.loads((Path(d) / "meta.json").read_text())
+            if meta["student_vocab"] != student_tok.get_vocab_size(with_added_tokens=True):
+                raise ShardError(f"{d}: made with another student tokenizer")
+            for line in path.read_text().splitlines():
+                te, se = teacher_tok.encode(line), student_tok.encode(line)
+                if len(te.ids) > max_length or len(se.ids) > max_length:
+                    continue
+                ta, sa = offset_chunks(np.array([o[1] for o in te.offsets], dtype=np.int64),
+                                       np.array(te.special_tokens_mask, dtype=bool),
+                                       np.array([o[1] for o in se.offsets], dtype=np.int64),
+                                       np.array(se.special_tokens_mask, dtype=bool))
+                self.items.append({"teacher_ids": np.array(te.ids, dtype=np.int32),
+                                   "student_ids": np.array(se.ids, dtype=np.int32),
+                                   "teacher_chunk_ends": ta, "student_chunk_ends": sa})
+        self.lengths = np.array([len(x["teacher_ids"]) for x in self.items])
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+class ContractCollator:
+    """Pads, MLM-masks the student's own tokens (80/10/10) and builds `split` and `chunks`."""
+
+    def __init__(self, aligner, mlm_probability=0.15, max_length=128, seed=0):
+        self.aligner, self.p, self.max_length = aligner, mlm_probability, max_length
+        self.rng = np.random.default_rng(seed)
+        self.t_pad = aligner.teacher_roles.get("pad", 0)
+        self.s_pad = aligner.student_roles["pad"]
+        self.s_mask = aligner.student_roles["mask"]
+        self.s_special = set(aligner.student_roles.values())
+
+    def _pad(self, arrays, pad):
+        n = max(len(a) for a in arrays)
+        ids = np.full((len(arrays), n), pad, dtype=np.int64)
+        mask = np.zeros((len(arrays), n), dtype=np.int64)
+        for i, a in enumerate(arrays):
+            ids[i, :len(a)], mask[i, :len(a)] = a, 1
+        return ids, mask
+
+    def __call__(self, examples):
+        from vocabshrink.aligner import ChunkAlignment
+
+        t_ids, t_mask = self._pad([e["teacher_ids"] for e in examples], self.t_pad)
+        s_ids, s_mask = self._pad([e["student_ids"] for e in examples], self.s_pad)
+        special = np.isin(s_ids, list(self.s_special)) | (s_mask == 0)
+        chosen = (self.rng.random(s_ids.shape) < self.p) & ~special
+        labels = np.where(chosen, s_ids, -100)
+        r = self.rng.random(s_ids.shape)
+        masked = s_ids.copy()
+        masked[chosen & (r < 0.8)] = self.s_mask
+        rand = chosen & (r >= 0.8) & (r < 0.9)
+        masked[rand] = self.rng.integers(0, self.aligner.student_vocab_size, size=int(rand.sum()))
+        split = self.aligner.align(t_ids, attention_mask=t_mask, max_length=self.max_length).to_torch()
+        chunks = ChunkAlignment.from_chunk_ends([e["teacher_chunk_ends"] for e in examples],
+                                                [e["student_chunk_ends"] for e in examples],
+                                                t_ids.shape[1], s_ids.shape[1]).to_torch()
+        return {"teacher_input_ids": torch.from_numpy(t_ids), "teacher_attention_mask": torch.from_numpy(t_mask),
+                "student_input_ids": torch.from_numpy(masked), "student_attention_mask": torch.from_numpy(s_mask),
+                "mlm_labels": torch.from_numpy(labels), "student_original_ids": torch.from_numpy(s_ids),
+                "split": split, "chunks": chunks}
+
+
+def _contract_open_data(paths, teacher_tok, student_tok, aligner, *, mlm_probability, max_length, seed):
+    ds = ContractDataset(paths, teacher_tok, student_tok, max_length)
+    return ds, ds.lengths, ContractCollator(aligner, mlm_probability, max_length, seed)
+
+
+def install_contract_data() -> None:
+    """Make `vocabshrink.train` read the stand-in data (only while vocabshrink.data is missing)."""
+    if not HAVE_DATA:
+        T.open_data = _contract_open_data
+
+
+def make_shards(out: Path, lines: list[str], teacher_dir: Path, student_dir: Path) -> Path:
+    """Shards of `lines`: real ones from `vocabshrink align` where it exists, else the stand-in's folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    if HAVE_DATA:
+        corpus = out.parent / f"{out.name}.txt"
+        corpus.write_text("\n\n".join(lines) + "\n")
+        _align([str(corpus)], teacher=str(teacher_dir), student=str(student_dir), out=str(out), alignment="both")
+        return out
+    from vocabshrink.tokenization import load_tokenizer
+
+    (out / "lines.txt").write_text("\n".join(lines) + "\n")
+    vocab = load_tokenizer(student_dir).get_vocab_size(with_added_tokens=True)
+    (out / "meta.json").write_text(json.dumps({"student_vocab": vocab}))
+    return out
+
+
+# --- fixtures: tiny models from configs, real text ---------------------------------------------------------------
+
+TEACHER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _tiny_bert(vocab: int, hidden: int, layers: int, seed: int, mlm: bool = True):
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=128)
+    return BertForMaskedLM(cfg) if mlm else BertModel(cfg)
+
+
+@pytest.fixture(scope="session")
+def lines(data_dir) -> list[str]:
+    text = (data_dir / "en" / "wikitext2" / "valid.txt").read_text(encoding="utf-8").splitlines()
+    good = [ln.strip() for ln in text if 40 < len(ln.strip()) < 160 and not ln.strip().startswith("=")]
+    return good[:200]
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory, minilm_path, wordpiece_student, lines):
+    """Directories: a tiny MLM teacher and a head-less one (MiniLM's tokenizer), a tiny student, and shards."""
+    root = tmp_path_factory.mktemp("distill")
+    teacher = root / "teacher-mlm"
+    _tiny_bert(30522, 32, 2, seed=1).save_pretrained(teacher)
+    bare = root / "teacher-bare"
+    _tiny_bert(30522, 32, 2, seed=1, mlm=False).save_pretrained(bare)
+    for d in (teacher, bare):
+        for name in TEACHER_FILES:
+            if (minilm_path / name).exists():
+                shutil.copy2(minilm_path / name, d / name)
+    student = root / "student"
+    _tiny_bert(wordpiece_student.get_vocab_size(), 24, 2, seed=2).save_pretrained(student)
+    wordpiece_student.save(str(student / "tokenizer.json"))
+    (student / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "BertTokenizerFast", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+        "mask_token": "[MASK]", "unk_token": "[UNK]", "do_lower_case": True}))
+    shards = make_shards(root / "shards", lines[:160], teacher, student)
+    held_out = make_shards(root / "held-out", lines[160:200], teacher, student)
+    return {"teacher": teacher, "bare": bare, "student": student, "shards": shards, "held_out": held_out,
+            "minilm": minilm_path}
+
+
+@pytest.fixture(autouse=True)
+def _contract_data():
+    saved = T.open_data
+    install_contract_data()
+    yield
+    T.open_data = saved
+
+
+def _run(models, out, **kw):
+    args = dict(teacher=models["teacher"], student=models["student"], data=[models["shards"]], out=out,
+                batch_size=8, max_steps=4, max_length=64, lr=2e-3, warmup_steps=1, progress=False, seed=3)
+    args.update(kw)
+    return T.distill(**args)
+
+
+def _params(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def test_parse_layer_map():
+    assert T.parse_layer_map(None, 3, 6) == [(3, 6)]
+    assert T.parse_layer_map("3:6,0:0", 3, 6) == [(3, 6), (0, 0)]
+    assert T.parse_layer_map("-1:-1,1:2", 3, 6) == [(3, 6), (1, 2)]
+    with pytest.raises(ConfigError, match="out of range"):
+        T.parse_layer_map("4:6", 3, 6)
+    with pytest.raises(ConfigError, match="STUDENT:TEACHER"):
+        T.parse_layer_map("3-6", 3, 6)
+
+
+def test_lr_schedule():
+    f = lambda s, sch: T.lr_factor(s, warmup_steps=2, max_steps=10, schedule=sch)  # noqa: E731
+    assert [f(s, "linear") for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    assert f(6, "cosine") == pytest.approx(0.5) and f(10, "cosine") == pytest.approx(0.0)
+
+
+def test_global_batches_are_seeded_full_and_disjoint():
+    lengths = np.random.default_rng(0).integers(5, 50, size=103)
+    a = T.global_batches(lengths, 8, seed=1, epoch=0)
+    assert len(a) == 103 // 8 and all(len(b) == 8 for b in a)
+    flat = np.concatenate(a)
+    assert len(set(flat.tolist())) == len(flat)
+    assert all(np.array_equal(x, y) for x, y in zip(a, T.global_batches(lengths, 8, seed=1, epoch=0)))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, T.global_batches(lengths, 8, seed=1, epoch=1)))
+
+
+# --- training ----------------------------------------------------------------------------------------------------
+
+
+def test_split_mode_trains_exports_and_reports(models, tmp_path):
+    out = tmp_path / "run"
+    report = _run(models, out, mse_weight=1.0, cosine_weight=0.5, layer_map="2:2,0:0", checkpoint_every=2,
+                  keep_checkpoints=1, eval_data=[models["held_out"]], eval_every=4, eval_batches=2, log_every=1)
+    assert report.steps == 4 and report.examples_seen == 32 and report.teacher_tokens_seen > 0
+    assert set(report.final_losses) == {"mlm", "mse", "cosine"}
+    assert all(np.isfinite(v) for v in report.final_losses.values())
+    # last K checkpoints kept, no temporary folder left
+    assert [p.name for p in out.iterdir() if p.name.startswith(("step-", ".tmp"))] == ["step-4"]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
+    ev = report.evaluation
+    assert {"eval_mlm_loss", "eval_mlm_accuracy", "eval_hidden_mse", "eval_hidden_cosine"} <= set(ev)
+    assert 0.0 <= ev["eval_mlm_accuracy"] <= 1.0
+    if "eval_teacher_agreement" in ev:
+        assert -1.0 <= ev["eval_teacher_agreement"] <= 1.0
+    # the export: Hugging Face loads it as it is; the projection is described in its config
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    final = out / "final"
+    model = AutoModelForMaskedLM.from_pretrained(final)
+    tok = AutoTokenizer.from_pretrained(final)
+    assert model(**tok(["a test sentence"], return_tensors="pt")).logits.shape[-1] == model.config.vocab_size
+    desc = json.loads((final / "config.json").read_text())["vocabshrink_projection"]
+    assert desc["in_features"] == 24 and desc["out_features"] == 32 and desc["embedding_key"] == "s2_t2"
+    from safetensors.torch import load_file
+
+    proj = load_file(str(final / "projection.safetensors"))
+    assert proj["maps.s2_t2.weight"].shape == (32, 24) and "maps.s0_t0.bias" in proj
+    saved = json.loads((out / "training_report.json").read_text())
+    assert saved["steps"] == 4 and saved["final_dir"] == str(final)
+
+
+def test_kl_paths_with_an_mlm_teacher(models, tmp_path):
+    for mode in ("split", "offsets"):
+        for sum_probs in (False, True):
+            report = _run(models, tmp_path / f"{mode}-{sum_probs}", mode=mode, max_steps=2, mlm_weight=0.5,
+                          mse_weight=1.0, kl_weight=1.0, match_weight=1.0, sum_probs=sum_probs, temperature=2.0)
+            assert set(report.final_losses) == {"mlm", "mse", "kl", "match"}, mode
+            assert report.final_losses["kl"] > 0 and report.final_losses["match"] > 0, (mode, report.final_losses)
+
+
+def test_loss_decreases_with_the_minilm_teacher(models, tmp_path):
+    """A few steps against the real teacher on real text: the hidden-state loss goes down."""
+    out = tmp_path / "minilm"
+    _run(models, out, teacher=models["minilm"], max_steps=12, batch_size=8, lr=3e-3, mlm_weight=0.0,
+         mse_weight=1.0, cosine_weight=1.0, log_every=1)
+    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 12
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+
+
+def test_resume_is_exact(models, tmp_path):
+    kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=4, checkpoint_every=2, keep_checkpoints=5)
+    _run(models, tmp_path / "straight", **kw)
+    first = _run(models, tmp_path / "halves", **{**kw, "max_steps": 2})
+    assert first.steps == 2
+    # a longer run resumes from step-2 (max_steps may change; the schedule is set by the settings that may not)
+    shutil.rmtree(tmp_path / "halves" / "final")
+    with pytest.raises(ConfigError, match="different settings"):
+        _run(models, tmp_path / "halves", **{**kw, "lr": 1e-3}, resume=True)
+    resumed = _run(models, tmp_path / "halves", **kw, resume=True)
+    assert resumed.resumed_from_step == 2
+    a, b = _params(tmp_path / "straight" / "final"), _params(tmp_path / "halves" / "final")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    pa = (tmp_path / "straight" / "final" / "projection.safetensors").read_bytes()
+    assert pa == (tmp_path / "halves" / "final" / "projection.safetensors").read_bytes()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(models, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = T.L.mlm_loss
+
+    def poisoned(logits, labels, reduction="mean"):
+        calls["n"] += 1
+        value = real(logits, labels, reduction)
+        return value * float("nan") if calls["n"] >= 3 else value
+
+    monkeypatch.setattr(T.L, "mlm_loss", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingError, match=r"step 2: the loss is nan .*step-2"):
+        _run(models, out, checkpoint_every=2, max_steps=6)
+    assert (out / "step-2" / "trainer_state.json").exists() and not (out / "final").exists()
+    monkeypatch.setattr(T.L, "mlm_loss", real)
+    report = _run(models, out, checkpoint_every=2, max_steps=4, resume=True)
+    assert report.resumed_from_step == 2 and np.isfinite(report.final_loss)
+
+
+# --- bad inputs ------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs(models, tmp_path):
+    with pytest.raises(ModelError, match="init-student"):
+        _run(models, tmp_path / "a", student=tmp_path / "no-such-student")
+    with pytest.raises(ModelError, match="no MLM head"):
+        _run(models, tmp_path / "b", teacher=models["bare"], kl_weight=1.0)
+    with pytest.raises(ModelError, match="no MLM head"):
+        _run(models, tmp_path / "b2", teacher=models["minilm"], match_weight=1.0)
+    with pytest.raises(ConfigError, match="divisible"):
+        _run(models, tmp_path / "c", batch_size=6, grad_accum=4)
+    with pytest.raises(ConfigError, match="--mode"):
+        _run(models, tmp_path / "d", mode="dense")
+    with pytest.raises(ConfigError, match="at least one"):
+        _run(models, tmp_path / "e", mlm_weight=0.0, mse_weight=0.0)
+    with pytest.raises(ConfigError, match="layer-map"):
+        _run(models, tmp_path / "f", layer_map="9:9")
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        _run(models, tmp_path / "g", resume=True)
+    with pytest.raises(ShardError):
+        _run(models, tmp_path / "h", data=[tmp_path / "no-shards"])
+    with pytest.raises(ShardError, match="fewer than one batch"):
+        _run(models, tmp_path / "i", batch_size=4096, max_length=64)
+    _run(models, tmp_path / "j", max_steps=1)
+    with pytest.raises(ConfigError, match="earlier run"):
+        _run(models, tmp_path / "j", max_steps=1)
+
+
+def test_shards_from_another_student_tokenizer_are_refused(models, tmp_path, wordpiece_student, data_dir):
+    from conftest import train_student
+
+    other = tmp_path / "other-student"
+    tok = train_student("wordpiece", [str(data_dir / "en" / "wikitext2" / "valid.txt")], 500)
+    _tiny_bert(tok.get_vocab_size(), 24, 1, seed=4).save_pretrained(other)
+    tok.save(str(other / "tokenizer.json"))
+    with pytest.raises(ShardError):
+        _run(models, tmp_path / "k", student=other)
+
+
+def test_corrupted_checkpoint_is_a_clear_error(models, tmp_path):
+    out = tmp_path / "corrupt"
+    _run(models, out, max_steps=2, checkpoint_every=2)
+    shutil.rmtree(out / "final")
+    (out / "step-2" / "optimizer.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(TrainingError, match="cannot resume"):
+        _run(models, out, max_steps=4, checkpoint_every=2, resume=True)
+
+
+# --- two processes under torchrun (gloo) ---------------------------------------------------------------------------
+
+WORKER = """
+import json, sys
+sys.path.insert(0, {tests!r})
+import test_train
+test_train.install_contract_data()
+from vocabshrink import train as T
+args = json.loads({args!r})
+T.distill(**args)
+"""
+
+
+def test_two_gloo_processes_match_one(models, tmp_path):
+    args = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=[str(models["shards"])],
+                batch_size=8, max_steps=3, max_length=64, lr=2e-3, warmup_steps=1, progress=False, seed=5,
+                mse_weight=1.0, cosine_weight=0.5)
+    one = tmp_path / "one"
+    T.distill(**args, out=one, grad_accum=2)  # the same 2 x 4 split of each global batch, in one process
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(tests=str(HERE), args=json.dumps({**args, "out": str(tmp_path / "two")})))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "two" / "training_report.json").read_text())
+    assert report["world_size"] == 2 and report["examples_seen"] == 24
+    a, b = _params(one / "final"), _params(tmp_path / "two" / "final")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
