@@ -1,0 +1,848 @@
+"""build-vocab: train (or trim) a student tokenizer that keeps the teacher's conventions; report on it.
+
+The algorithms are the `tokenizers` trainers; this module only prepares their
+input (a streamed corpus, an alphabet chosen by character coverage), makes the
+result exactly `size` tokens, and writes a Hugging Face tokenizer directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer, pre_tokenizers, trainers
+from tqdm import tqdm
+
+from .corpus import iter_lines, resolve_paths
+from .errors import ConfigError, CorpusError, TokenizerError
+from .tokenization import (
+    METASPACE,
+    UNUSED_SLOT,
+    TokenizerLike,
+    detect_scheme,
+    fingerprint,
+    load_tokenizer,
+    read_config,
+    special_tokens,
+    tokenizer_json,
+)
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("wordpiece", "bpe", "unigram", "trim")
+_BATCH = 1000  # lines per element handed to train_from_iterator: fewer Python round trips
+_RANK_LINES = 10_000  # training lines kept to rank the trainer's surplus tokens by use
+_ROLE_KEYS = ("unk", "sep", "pad", "cls", "mask", "bos", "eos")
+
+
+@dataclass
+class TokenizerStats:
+    """One tokenizer measured on the evaluation sample."""
+
+    vocab_size: int
+    unk_rate: float  # UNK tokens / all tokens
+    tokens_per_word: float  # tokens / whitespace-separated words
+    single_char_tokens: int  # vocabulary entries whose surface (marker stripped) is one character
+    single_char_share: float
+    embedding_parameters: int | None  # vocab_size x the teacher's hidden size
+
+
+@dataclass
+class VocabReport:
+    """What build-vocab made and how the student compares with the teacher (written as vocab_report.json)."""
+
+    out: str
+    algorithm: str
+    requested_size: int
+    vocab_size: int
+    teacher: str
+    teacher_fingerprint: str
+    student_fingerprint: str
+    corpus: list[str]
+    lines_read: int  # non-blank lines
+    lines_trained: int
+    coverage: float
+    alphabet_size: int  # characters given to the trainer
+    dropped_characters: int  # rarer characters left to UNK by the coverage rule
+    min_frequency: int
+    kept_tokens: int  # from --keep
+    eval_source: str  # "held-out" | "eval-corpus" | "training"
+    eval_lines: int
+    eval_words: int
+    teacher_stats: TokenizerStats
+    student_stats: TokenizerStats
+    fertility: float  # student tokens per teacher token on the evaluation sample (teacher tokens split)
+    teacher_entries_unk_share: float  # teacher vocabulary entries whose split holds the student's UNK
+    split_length_mean: float
+    split_length_max: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def save(self, path: str | os.PathLike) -> None:
+        _write_atomic(Path(path), self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "VocabReport":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data["teacher_stats"] = TokenizerStats(**data["teacher_stats"])
+        data["student_stats"] = TokenizerStats(**data["student_stats"])
+        return cls(**data)
+
+    def table(self) -> str:
+        """Student beside teacher, as printed by the CLI."""
+        t, s = self.teacher_stats, self.student_stats
+
+        def num(x: Any, fmt: str) -> str:
+            return "-" if x is None else format(x, fmt)
+
+        rows = [
+            ("vocabulary size", num(t.vocab_size, ","), num(s.vocab_size, ",")),
+            ("UNK rate", num(t.unk_rate, ".4%"), num(s.unk_rate, ".4%")),
+            ("tokens per word", num(t.tokens_per_word, ".3f"), num(s.tokens_per_word, ".3f")),
+            ("single-character tokens", f"{t.single_char_tokens:,} ({t.single_char_share:.1%})",
+             f"{s.single_char_tokens:,} ({s.single_char_share:.1%})"),
+            ("embedding parameters", num(t.embedding_parameters, ","), num(s.embedding_parameters, ",")),
+            ("student tokens per teacher token", "1.000", f"{self.fertility:.3f}"),
+            ("teacher entries split to UNK", "-", f"{self.teacher_entries_unk_share:.2%}"),
+            ("split length mean / max", "-", f"{self.split_length_mean:.2f} / {self.split_length_max}"),
+        ]
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows + [("", "teacher", "")])
+        lines = [f"{self.algorithm} student, {self.vocab_size:,} tokens (asked {self.requested_size:,}) -> {self.out}",
+                 f"evaluated on {self.eval_lines:,} {self.eval_source} lines ({self.eval_words:,} words)",
+                 f"{'':<{w0}}  {'teacher':>{w1}}  student"]
+        lines += [f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- teacher
+
+
+@dataclass
+class _Teacher:
+    tok: Tokenizer
+    spec: dict
+    config: dict
+    family: str  # "wordpiece" | "bpe" | "unigram"
+    scheme: str  # "wordpiece" | "metaspace" | "bytelevel"
+    prefix: str  # continuation prefix (wordpiece scheme)
+    specials: list[dict]  # added special tokens, teacher id order
+    unk: str | None
+    hidden_size: int | None
+    model_max_length: int | None
+    tokenizer_class: str | None
+
+
+def _load_teacher(teacher: TokenizerLike) -> _Teacher:
+    if isinstance(teacher, (str, Path)) and not Path(teacher).exists() and not (
+            isinstance(teacher, str) and "/" in teacher and not teacher.startswith((".", "/"))):
+        raise TokenizerError(f"{teacher}: no such teacher directory; pass a Hugging Face model or tokenizer "
+                             "directory (or a hub id where the network allows)")
+    tok = load_tokenizer(teacher)
+    spec = tokenizer_json(tok)
+    config = read_config(teacher)
+    mtype = (spec.get("model") or {}).get("type")
+    family = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}.get(mtype)
+    if family is None:
+        raise TokenizerError(f"{teacher}: teacher model type {mtype!r} is not supported "
+                             "(WordPiece, BPE and Unigram are)")
+    scheme = detect_scheme(tok)
+    specials = [a for a in spec.get("added_tokens") or []
+                if a.get("special", False) and not UNUSED_SLOT.match(a["content"])]
+    specials.sort(key=lambda a: a["id"])
+    roles = special_tokens(tok, config)
+    unk_id = roles.get("unk")
+    unk = tok.id_to_token(unk_id) if unk_id is not None else None
+    hidden = None
+    if isinstance(teacher, (str, Path)) and Path(teacher).is_dir() and (Path(teacher) / "config.json").exists():
+        try:
+            mc = json.loads((Path(teacher) / "config.json").read_text(encoding="utf-8"))
+            hidden = next((int(mc[k]) for k in ("hidden_size", "d_model", "dim", "n_embd") if k in mc), None)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError):
+            log.warning("%s/config.json is unreadable: embedding sizes are not reported", teacher)
+    mml = config.get("model_max_length")
+    if not isinstance(mml, int) or mml > 10**8:  # HF writes a huge sentinel for "no limit"
+        mml = None
+    return _Teacher(tok, spec, config, family, scheme.name, scheme.continuation_prefix, specials, unk, hidden,
+                    mml, config.get("tokenizer_class"))
+
+
+# ---------------------------------------------------------------- corpus passes
+
+
+@dataclass
+class _Scan:
+    lines: int
+    chars: Counter
+
+
+def _scan(sources: list[str], read: dict, progress: bool) -> _Scan:
+    """Pass 1: count non-blank lines and raw characters (memory bounded by the character set)."""
+    chars: Counter = Counter()
+    n = 0
+    buf: list[str] = []
+    bar = tqdm(desc="reading corpus", unit=" lines", disable=not progress, leave=False)
+    for line in iter_lines(sources, **read):
+        if not line.strip():
+            continue
+        buf.append(line)
+        if len(buf) >= _BATCH:
+            chars.update("".join(buf))
+            n += len(buf)
+            bar.update(len(buf))
+            buf = []
+    chars.update("".join(buf))
+    n += len(buf)
+    bar.update(len(buf))
+    bar.close()
+    if n == 0:
+        raise CorpusError(f"{', '.join(sources)}: the corpus is empty (no line holds any text)")
+    return _Scan(n, chars)
+
+
+def _normalized_counts(tok: Tokenizer, raw: Counter) -> Counter:
+    """Character counts as the trainer sees them: each raw character through normalizer and pre-tokenizer."""
+    norm, pre = tok.normalizer, tok.pre_tokenizer
+    out: Counter = Counter()
+    for ch, count in raw.items():
+        text = norm.normalize_str(ch) if norm is not None else ch
+        pieces = [p for p, _ in pre.pre_tokenize_str(text)] if pre is not None else text.split()
+        for piece in pieces:
+            for c in piece:
+                # a Metaspace pre-tokenizer marks each lone character as a word start; the real
+                # markers come from whitespace, counted there
+                if c != METASPACE or ch.isspace():
+                    out[c] += count
+    return out
+
+
+def _alphabet(counts: Counter, coverage: float) -> tuple[list[str], int]:
+    """The most frequent characters that cover `coverage` of all occurrences; and how many were left out."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    total = sum(counts.values())
+    need = coverage * total
+    kept, acc = [], 0
+    for ch, c in ranked:
+        if acc >= need and kept:
+            break
+        kept.append(ch)
+        acc += c
+    return sorted(kept), len(ranked) - len(kept)
+
+
+def _train_stream(sources: list[str], read: dict, held: set[int], rank_every: int,
+                  held_out: list[str], rank_sample: list[str], total: int, progress: bool) -> Iterator[list[str]]:
+    """Pass 2: batches of training lines; held-out lines and the ranking sample are set aside on the way."""
+    buf: list[str] = []
+    i = 0
+    with tqdm(total=total, desc="training", unit=" lines", disable=not progress, leave=False) as bar:
+        for line in iter_lines(sources, **read):
+            if not line.strip():
+                continue
+            if i in held:
+                held_out.append(line)
+            else:
+                buf.append(line)
+                if i % rank_every == 0 and len(rank_sample) < _RANK_LINES:
+                    rank_sample.append(line)
+                if len(buf) >= _BATCH:
+                    bar.update(len(buf))
+                    yield buf
+                    buf = []
+            i += 1
+        if buf:
+            bar.update(len(buf))
+            yield buf
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_keep(keep: str | os.PathLike | Iterable[str] | None) -> list[str]:
+    if keep is None:
+        return []
+    if isinstance(keep, (str, os.PathLike)):
+        path = Path(keep)
+        if not path.is_file():
+            raise ConfigError(f"{path}: --keep file not found")
+        try:
+            tokens = [t.strip() for t in path.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: --keep file is not UTF-8 ({exc})") from None
+    else:
+        tokens = [str(t).strip() for t in keep]
+    return list(dict.fromkeys(t for t in tokens if t))
+
+
+def _surface(token: str, scheme: str, prefix: str) -> str:
+    """The text a vocabulary entry stands for, its word-start/continuation marker removed."""
+    if scheme == "wordpiece" and token.startswith(prefix) and len(token) > len(prefix):
+        return token[len(prefix):]
+    if scheme == "metaspace" and token.startswith(METASPACE) and len(token) > 1:
+        return token[1:]
+    if scheme == "bytelevel" and token.startswith("\u0120") and len(token) > 1:
+        return token[1:]
+    return token
+
+
+def _sample_counts(tok: Tokenizer, lines: list[str], size: int) -> np.ndarray:
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, len(lines), _BATCH):
+        for enc in tok.encode_batch(lines[start:start + _BATCH], add_special_tokens=False):
+            if enc.ids:
+                counts += np.bincount(np.asarray(enc.ids, dtype=np.int64), minlength=size)[:size]
+    return counts
+
+
+def _remap_processor(node: Any, ids: dict[str, int]) -> Any:
+    """The teacher's post-processor with its special-token ids renumbered to the student's."""
+    if isinstance(node, list):
+        return [_remap_processor(x, ids) for x in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _remap_processor(v, ids) for k, v in node.items()}
+    kind = node.get("type")
+    if kind == "TemplateProcessing":
+        for name, st in (node.get("special_tokens") or {}).items():
+            st["ids"] = [ids[t] for t in st["tokens"]]
+    elif kind in ("BertProcessing", "RobertaProcessing"):
+        for key in ("sep", "cls"):
+            if isinstance(node.get(key), list):
+                node[key] = [node[key][0], ids[node[key][0]]]
+    return node
+
+
+def _missing_specials(node: Any, ids: dict[str, int]) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, list):
+        for x in node:
+            found |= _missing_specials(x, ids)
+    elif isinstance(node, dict):
+        if node.get("type") == "TemplateProcessing":
+            for st in (node.get("special_tokens") or {}).values():
+                found |= {t for t in st.get("tokens", []) if t not in ids}
+        elif node.get("type") in ("BertProcessing", "RobertaProcessing"):
+            found |= {node[k][0] for k in ("sep", "cls") if isinstance(node.get(k), list) and node[k][0] not in ids}
+        for v in node.values():
+            found |= _missing_specials(v, ids)
+    return found
+
+
+# ---------------------------------------------------------------- student layouts
+
+
+@dataclass
+class _Layout:
+    """How the student's pipeline differs from the teacher's for a given algorithm."""
+
+    model: str  # "WordPiece" | "BPE" | "Unigram"
+    pre_tokenizer: Any  # JSON
+    decoder: Any  # JSON
+    prefix: str | None  # continuation prefix in the vocabulary
+    byte_alphabet: bool
+
+
+def _layout(teacher: _Teacher, algorithm: str) -> _Layout:
+    pre, dec = teacher.spec.get("pre_tokenizer"), teacher.spec.get("decoder")
+    scheme = teacher.scheme
+    if algorithm == "trim":
+        return _Layout({"wordpiece": "WordPiece", "bpe": "BPE", "unigram": "Unigram"}[teacher.family], pre, dec,
+                       teacher.prefix if scheme == "wordpiece" else None, scheme == "bytelevel")
+    if algorithm == "wordpiece":
+        if scheme != "wordpiece":
+            raise ConfigError(f"--algorithm wordpiece needs a teacher that marks continuations with a prefix "
+                              f"(this teacher's scheme is {scheme}); use bpe or unigram")
+        return _Layout("WordPiece", pre, {"type": "WordPiece", "prefix": teacher.prefix, "cleanup": True},
+                       teacher.prefix, False)
+    if algorithm == "bpe":
+        if scheme == "wordpiece":
+            return _Layout("BPE", pre, {"type": "WordPiece", "prefix": teacher.prefix, "cleanup": True},
+                           teacher.prefix, False)
+        return _Layout("BPE", pre, dec, None, scheme == "bytelevel")
+    # unigram: pieces carry no continuation prefix, so word starts must be marked by the pre-tokenizer
+    if scheme == "wordpiece":
+        meta = {"type": "Metaspace", "replacement": METASPACE, "prepend_scheme": "always", "split": True}
+        seq = {"type": "Sequence", "pretokenizers": [pre, meta]} if pre else meta
+        return _Layout("Unigram", seq, {"type": "Metaspace", "replacement": METASPACE,
+                                        "prepend_scheme": "always", "split": True}, None, False)
+    return _Layout("Unigram", pre, dec, None, scheme == "bytelevel")
+
+
+def _trainer_tokenizer(teacher: _Teacher, layout: _Layout) -> Tokenizer:
+    spec = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+            "normalizer": teacher.spec.get("normalizer"), "pre_tokenizer": layout.pre_tokenizer,
+            "post_processor": None, "decoder": layout.decoder, "model": _empty_model(teacher, layout)}
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def _empty_model(teacher: _Teacher, layout: _Layout) -> dict:
+    tm = teacher.spec.get("model") or {}
+    if layout.model == "WordPiece":
+        return {"type": "WordPiece", "unk_token": teacher.unk or "[UNK]", "continuing_subword_prefix": layout.prefix,
+                "max_input_chars_per_word": tm.get("max_input_chars_per_word", 100), "vocab": {}}
+    if layout.model == "BPE":
+        return {"type": "BPE", "dropout": None, "unk_token": None if layout.byte_alphabet else teacher.unk,
+                "continuing_subword_prefix": layout.prefix, "end_of_word_suffix": tm.get("end_of_word_suffix"),
+                "fuse_unk": bool(tm.get("fuse_unk", False)), "byte_fallback": bool(tm.get("byte_fallback", False)),
+                "ignore_merges": bool(tm.get("ignore_merges", False)), "vocab": {}, "merges": []}
+    return {"type": "Unigram", "unk_id": None, "vocab": [], "byte_fallback": bool(tm.get("byte_fallback", False))}
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def build_vocab(
+    corpus: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    size: int,
+    teacher: TokenizerLike,
+    out: str | os.PathLike,
+    algorithm: str | None = None,
+    coverage: float = 0.9999,
+    min_frequency: int = 2,
+    keep: str | os.PathLike | Iterable[str] | None = None,
+    eval_corpus: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+    eval_lines: int = 2000,
+    text_field: str = "text",
+    errors: str = "strict",
+    max_lines: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> VocabReport:
+    """Train (or trim) a student tokenizer of exactly `size` tokens, specials included, and write it to `out`.
+
+    The student keeps the teacher's normalizer, pre-tokenizer, post-processor
+    template, decoder, continuation prefix, model_max_length and special tokens
+    (first in the vocabulary). `algorithm` defaults to the teacher's family;
+    "trim" keeps the most frequent teacher tokens instead of training. The
+    report compares student and teacher on `eval_corpus`, or on up to
+    `eval_lines` lines held out from the corpus (chosen with `seed`).
+    """
+    started = time.perf_counter()
+    sources = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus)
+    if not isinstance(size, int) or size < 1:
+        raise ConfigError(f"--size must be a positive integer, got {size!r}")
+    if not 0.0 < coverage <= 1.0:
+        raise ConfigError(f"--coverage must be in (0, 1], got {coverage}")
+    if min_frequency < 0:
+        raise ConfigError(f"--min-frequency must be >= 0, got {min_frequency}")
+    if algorithm is not None and algorithm not in ALGORITHMS:
+        raise ConfigError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    if eval_lines < 1:
+        raise ConfigError(f"--eval-lines must be >= 1, got {eval_lines}")
+    t = _load_teacher(teacher)
+    algorithm = algorithm or t.family
+    layout = _layout(t, algorithm)
+    if size <= len(t.specials):
+        raise ConfigError(f"--size {size} leaves no room next to the teacher's {len(t.specials)} special tokens "
+                          f"({', '.join(a['content'] for a in t.specials)}); pass a larger --size")
+    keep_tokens = _read_keep(keep)
+    if keep_tokens and algorithm == "bpe":
+        raise ConfigError("--keep is not supported with --algorithm bpe (a BPE token needs the merges that build "
+                          "it); use wordpiece, unigram or trim")
+    read = {"text_field": text_field, "errors": errors, "max_lines": max_lines}
+    out = Path(out)
+    notes: list[str] = []
+
+    with tempfile.TemporaryDirectory(prefix="vocabshrink-") as tmp:
+        paths = resolve_paths(sources)
+        if "-" in paths:  # stdin is read twice: spill it to a file on the first pass
+            spill = Path(tmp) / "stdin.txt"
+            with open(spill, "w", encoding="utf-8") as fh:
+                for line in iter_lines(["-"], text_field=text_field, errors=errors):
+                    fh.write(line + "\n")
+            paths = [str(spill) if p == "-" else p for p in paths]
+            read = {**read, "text_field": "text"}
+        scan = _scan(paths, read, progress)
+        counts = _normalized_counts(_trainer_tokenizer(t, layout), scan.chars)
+        keep_chars = {c for tok_ in keep_tokens for c in _surface(tok_, t.scheme, t.prefix)}
+        if layout.byte_alphabet:
+            alphabet, dropped = sorted(pre_tokenizers.ByteLevel.alphabet()), 0
+            notes.append("byte-level pre-tokenizer: the alphabet is the 256 byte symbols; --coverage does not apply")
+        else:
+            alphabet, dropped = _alphabet(counts, coverage)
+            alphabet = sorted(set(alphabet) | {c for c in keep_chars if len(c) == 1}
+                              | ({METASPACE} if "Metaspace" in json.dumps(layout.pre_tokenizer) else set()))
+        if not alphabet:
+            raise CorpusError(f"{', '.join(map(str, sources))}: no characters left after normalization")
+
+        # evaluation sample: held out from the training stream, or a separate corpus
+        held: set[int] = set()
+        held_out: list[str] = []
+        eval_source = "held-out"
+        if eval_corpus is not None:
+            esrc = [eval_corpus] if isinstance(eval_corpus, (str, os.PathLike)) else list(eval_corpus)
+            held_out = [ln for ln in iter_lines(esrc, text_field=text_field, errors=errors) if ln.strip()][:eval_lines]
+            if not held_out:
+                raise CorpusError(f"{', '.join(map(str, esrc))}: the evaluation corpus is empty")
+            eval_source = "eval-corpus"
+        else:
+            k = min(eval_lines, scan.lines // 10)
+            if k == 0:
+                eval_source = "training"
+                notes.append(f"corpus too small to hold lines out ({scan.lines} lines): evaluated on training lines")
+            else:
+                held = set(random.Random(seed).sample(range(scan.lines), k))
+        rank_every = max(1, (scan.lines - len(held)) // _RANK_LINES)
+        rank_sample: list[str] = []
+        stream = _train_stream(paths, read, held, rank_every, held_out if eval_corpus is None else [],
+                               rank_sample, scan.lines, progress)
+        if algorithm == "trim":
+            student, trim_map = _trim(t, layout, stream, size, keep_tokens, alphabet, notes)
+        else:
+            student = _train(t, layout, algorithm, stream, size, alphabet, dropped, min_frequency, keep_tokens,
+                             rank_sample, progress, notes)
+            trim_map = None
+        if eval_source == "training":
+            held_out = rank_sample[:eval_lines]
+        lines_trained = scan.lines - len(held)
+
+    vocab_size = student.get_vocab_size(with_added_tokens=True)
+    if vocab_size < size:
+        notes.append(f"the corpus supports only {vocab_size:,} tokens, not {size:,} "
+                     f"(every token it can learn{' at --min-frequency ' + str(min_frequency) if min_frequency > 1 and algorithm != 'trim' else ''} is in)")
+        log.warning(notes[-1])
+    student_config = _write_tokenizer(out, student, t, layout, trim_map)
+    report = _report(t, student, student_config, held_out, out, algorithm, size, teacher, sources, scan.lines,
+                     lines_trained, coverage, len(alphabet), dropped, min_frequency, len(keep_tokens), eval_source,
+                     notes, started)
+    report.save(out / "vocab_report.json")
+    return report
+
+
+# ---------------------------------------------------------------- training
+
+
+def _train(t: _Teacher, layout: _Layout, algorithm: str, stream: Iterator[list[str]], size: int,
+           alphabet: list[str], dropped: int, min_frequency: int, keep: list[str], rank_sample: list[str], progress: bool,
+           notes: list[str]) -> Tokenizer:
+    specials = [a["content"] for a in t.specials]
+    tok = _trainer_tokenizer(t, layout)
+    # The trainers break ties between equally frequent merges by hash-map order, so the last few tokens
+    # differ from run to run; train a margin more and cut it back by a deterministic rule.
+    margin = 0 if algorithm == "bpe" else max(16, size // 50)
+    if algorithm == "wordpiece":
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=size + margin, min_frequency=min_frequency, special_tokens=specials, show_progress=progress,
+            initial_alphabet=alphabet, limit_alphabet=len(alphabet), continuing_subword_prefix=layout.prefix)
+    elif algorithm == "bpe":
+        kwargs: dict[str, Any] = {}
+        if layout.prefix:
+            kwargs["continuing_subword_prefix"] = layout.prefix
+        eow = (t.spec.get("model") or {}).get("end_of_word_suffix")
+        if eow:
+            kwargs["end_of_word_suffix"] = eow
+        trainer = trainers.BpeTrainer(
+            vocab_size=size, min_frequency=min_frequency, special_tokens=specials, show_progress=progress,
+            initial_alphabet=alphabet, limit_alphabet=len(alphabet), **kwargs)
+        if layout.prefix:
+            notes.append("bpe with a continuation prefix: the trainer breaks ties between equally frequent merges "
+                         "by hash order, so repeated runs can differ in the last merges")
+    else:
+        trainer = trainers.UnigramTrainer(
+            vocab_size=size + margin + dropped, special_tokens=specials, show_progress=progress,
+            unk_token=t.unk, initial_alphabet=alphabet if layout.byte_alphabet else [])
+    tok.train_from_iterator(stream, trainer)
+    model = json.loads(tok.to_str())["model"]
+    if algorithm == "wordpiece":
+        return _finish_wordpiece(t, layout, tok, model, size, keep, rank_sample, notes)
+    if algorithm == "bpe":
+        return _finish_bpe(t, layout, model, size, alphabet, notes)
+    return _finish_unigram(t, layout, model, size, alphabet, keep, notes)
+
+
+def _assemble(t: _Teacher, layout: _Layout, model: dict) -> Tokenizer:
+    """A student Tokenizer from a finished model: the teacher's pipeline around it, specials first."""
+    ids = {a["content"]: i for i, a in enumerate(t.specials)}
+    added = [{"id": i, "content": a["content"], "single_word": bool(a.get("single_word")),
+              "lstrip": bool(a.get("lstrip")), "rstrip": bool(a.get("rstrip")),
+              "normalized": bool(a.get("normalized")), "special": True} for i, a in enumerate(t.specials)]
+    post = t.spec.get("post_processor")
+    missing = _missing_specials(post, ids)
+    if missing:
+        raise TokenizerError(f"the teacher's post-processor uses tokens that are not special tokens: {sorted(missing)}")
+    spec = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": t.spec.get("normalizer"), "pre_tokenizer": layout.pre_tokenizer,
+            "post_processor": _remap_processor(post, ids), "decoder": layout.decoder, "model": model}
+    try:
+        return Tokenizer.from_str(json.dumps(spec, ensure_ascii=False))
+    except Exception as exc:  # tokenizers raises plain Exceptions
+        raise TokenizerError(f"the student tokenizer is not valid ({exc})") from exc
+
+
+def _finish_wordpiece(t: _Teacher, layout: _Layout, tok: Tokenizer, model: dict, size: int, keep: list[str],
+                      rank_sample: list[str], notes: list[str]) -> Tokenizer:
+    """Exactly `size` tokens: specials, single characters and --keep first, then the most used of the rest."""
+    vocab: dict[str, int] = model["vocab"]
+    specials = [a["content"] for a in t.specials]
+    prefix = layout.prefix or "##"
+    single = sorted(v for v in vocab if v not in specials and len(_surface(v, "wordpiece", prefix)) == 1
+                    and (len(v) == 1 or v.startswith(prefix)))
+    keep_new = [k for k in keep if k not in specials]
+    fixed = set(specials) | set(single) | set(keep_new)
+    if len(fixed) > size:
+        raise ConfigError(f"--size {size} is too small for {len(specials)} special tokens, {len(single)} "
+                          f"single-character tokens and {len(keep_new)} --keep tokens; lower --coverage or "
+                          "raise --size")
+    rest = [v for v in vocab if v not in fixed]
+    if len(fixed) + len(rest) > size:
+        counts = _sample_counts(tok, rank_sample, max(vocab.values()) + 1)
+        rest.sort(key=lambda v: (-int(counts[vocab[v]]), len(v), v))
+        rest = rest[: size - len(fixed)]
+    ordered = specials + sorted(single, key=lambda v: (v.startswith(prefix), v)) + sorted(
+        (set(rest) | set(keep_new)) - set(specials) - set(single))
+    new_model = {**model, "vocab": {v: i for i, v in enumerate(ordered)}}
+    return _assemble(t, layout, new_model)
+
+
+def _finish_bpe(t: _Teacher, layout: _Layout, model: dict, size: int, alphabet: list[str],
+                notes: list[str]) -> Tokenizer:
+    """Exactly `size` tokens: the trainer can overshoot (continuation forms of the alphabet); drop the last merges."""
+    vocab: dict[str, int] = model["vocab"]
+    merges = [list(m) if isinstance(m, list) else m.split(" ", 1) for m in model["merges"]]
+    specials = [a["content"] for a in t.specials]
+    merged = [_merged(a, b, layout.prefix) for a, b in merges]
+    # canonical ids: specials, the base symbols sorted, then merge order (the trainer numbers
+    # continuation forms in hash-map order)
+    base = sorted(set(vocab) - set(specials) - set(merged), key=lambda v: (len(v), v))
+    by_id = specials + base + list(dict.fromkeys(merged))
+    while len(by_id) > size and merges:
+        merges.pop()
+        if merged.pop() not in merged:
+            by_id.pop()
+    if len(by_id) > size:
+        raise ConfigError(f"--size {size} is too small for {len(specials)} special tokens and {len(by_id) - len(specials)} "
+                          "alphabet tokens; lower --coverage or raise --size")
+    new_model = {**model, "vocab": {v: i for i, v in enumerate(by_id)}, "merges": merges}
+    return _assemble(t, layout, new_model)
+
+
+def _finish_unigram(t: _Teacher, layout: _Layout, model: dict, size: int, alphabet: list[str], keep: list[str],
+                    notes: list[str]) -> Tokenizer:
+    """Exactly `size` pieces: specials, the alphabet's characters and --keep first, then the best-scored rest."""
+    specials = [a["content"] for a in t.specials]
+    pieces = {p: round(float(s), 8) for p, s in model["vocab"] if p not in specials}
+    allowed = set(alphabet)
+    # the trainer keeps every character it saw; the coverage rule leaves the rarer ones to UNK
+    chars = {p for p in pieces if len(p) == 1}
+    for p in chars - allowed:
+        del pieces[p]
+    floor = min(pieces.values(), default=-20.0) - 1.0
+    for k in keep:
+        if k not in specials and k not in pieces:
+            pieces[k] = floor
+    fixed = {p for p in pieces if len(p) == 1} | {k for k in keep if k not in specials}
+    if len(specials) + len(fixed) > size:
+        raise ConfigError(f"--size {size} is too small for {len(specials)} special tokens and {len(fixed)} "
+                          "single-character and --keep pieces; lower --coverage or raise --size")
+    rest = sorted((p for p in pieces if p not in fixed), key=lambda p: (-pieces[p], p))
+    chosen = fixed | set(rest[: size - len(specials) - len(fixed)])
+    ordered = sorted(chosen, key=lambda p: (-pieces[p], p))
+    vocab = [[s, 0.0] for s in specials] + [[p, pieces[p]] for p in ordered]
+    unk_id = specials.index(t.unk) if t.unk in specials else None
+    if unk_id is None:
+        notes.append("the teacher has no unknown token: characters outside the alphabet cannot be encoded")
+    new_model = {"type": "Unigram", "unk_id": unk_id, "vocab": vocab, "byte_fallback": model.get("byte_fallback", False)}
+    return _assemble(t, layout, new_model)
+
+
+def _merged(a: str, b: str, prefix: str | None) -> str:
+    """The token a BPE merge makes (the right part loses its continuation prefix)."""
+    return a + (b[len(prefix):] if prefix and b.startswith(prefix) else b)
+
+
+# ---------------------------------------------------------------- trim
+
+
+def _trim(t: _Teacher, layout: _Layout, stream: Iterator[list[str]], size: int, keep: list[str],
+          alphabet: list[str], notes: list[str]) -> tuple[Tokenizer, list[int]]:
+    """The most frequent teacher tokens plus what they need to stay reachable; teacher ids kept in a map."""
+    tv = t.tok.get_vocab_size(with_added_tokens=True)
+    counts = np.zeros(tv, dtype=np.int64)
+    for batch in stream:
+        for enc in t.tok.encode_batch(batch, add_special_tokens=False):
+            if enc.ids:
+                counts += np.bincount(np.asarray(enc.ids, dtype=np.int64), minlength=tv)[:tv]
+    vocab = t.tok.get_vocab(with_added_tokens=True)
+    special_ids = [a["id"] for a in t.specials]
+    model = t.spec["model"]
+    parents: dict[str, tuple[str, str]] = {}
+    if layout.model == "BPE":
+        for m in model.get("merges", []):
+            a, b = (m if isinstance(m, list) else m.split(" ", 1))
+            parents.setdefault(_merged(a, b, layout.prefix), (a, b))
+
+    def needs(token: str) -> list[str]:
+        """The token and what it needs: BPE, the merges that build it; else its characters in both forms."""
+        if layout.model == "BPE":
+            out, todo = [], [token]
+            while todo:
+                x = todo.pop()
+                if x in out:
+                    continue
+                out.append(x)
+                if x in parents:
+                    todo += list(parents[x])
+            return out
+        out = [token]
+        surface = _surface(token, t.scheme, t.prefix)
+        for c in surface:
+            forms = [c, t.prefix + c] if layout.model == "WordPiece" else [c, METASPACE + c]
+            out += [f for f in forms if f in vocab]
+        return out
+
+    kept: set[str] = {a["content"] for a in t.specials}
+    for k in keep:
+        if k not in vocab:
+            raise ConfigError(f"--keep token {k!r} is not in the teacher's vocabulary (trim keeps teacher tokens)")
+    order = [k for k in keep] + [tok_ for tok_ in sorted(
+        (x for x in vocab if vocab[x] not in special_ids and counts[vocab[x]] > 0 and not UNUSED_SLOT.match(x)),
+        key=lambda x: (-int(counts[vocab[x]]), vocab[x]))]
+    for token in order:
+        if len(kept) >= size:
+            break
+        need = [n for n in dict.fromkeys(needs(token)) if n not in kept]
+        if len(kept) + len(need) <= size:
+            kept |= set(need)
+    if layout.model == "Unigram" and t.unk not in kept and t.unk is not None:
+        kept.add(t.unk)
+    non_special = sorted((x for x in kept if vocab[x] not in special_ids), key=lambda x: vocab[x])
+    specials = [a["content"] for a in t.specials]
+    order_final = specials + non_special
+    trim_map = [vocab[x] for x in order_final]
+    new_ids = {x: i for i, x in enumerate(order_final)}
+    if layout.model == "WordPiece":
+        new_model = {**model, "vocab": new_ids}
+    elif layout.model == "BPE":
+        merges = []
+        for m in model.get("merges", []):
+            a, b = (m if isinstance(m, list) else m.split(" ", 1))
+            if a in new_ids and b in new_ids and _merged(a, b, layout.prefix) in new_ids:
+                merges.append([a, b])
+        new_model = {**model, "vocab": new_ids, "merges": merges}
+    else:
+        scores = {p: s for p, s in model["vocab"]}
+        new_model = {**model, "vocab": [[x, scores.get(x, 0.0)] for x in order_final],
+                     "unk_id": new_ids.get(t.unk) if t.unk else None}
+    return _assemble(t, layout, new_model), trim_map
+
+
+# ---------------------------------------------------------------- output
+
+
+def _write_tokenizer(out: Path, student: Tokenizer, t: _Teacher, layout: _Layout,
+                     trim_map: list[int] | None) -> dict:
+    """tokenizer.json, tokenizer_config.json and special_tokens_map.json (+ trim_map.json), each atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    roles = special_tokens(student, t.config)
+    smap = {f"{r}_token": student.id_to_token(i) for r, i in sorted(roles.items()) if r in _ROLE_KEYS}
+    extra = [a["content"] for a in t.specials if a["content"] not in smap.values()]
+    if extra:
+        smap["additional_special_tokens"] = extra
+    same_family = layout.model.lower() == t.family
+    cls = t.tokenizer_class if (same_family and t.tokenizer_class) else "PreTrainedTokenizerFast"
+    config: dict[str, Any] = {"tokenizer_class": cls, **smap,
+                              "model_max_length": t.model_max_length or 512,
+                              "clean_up_tokenization_spaces": bool(t.config.get("clean_up_tokenization_spaces", False))}
+    if cls.startswith("Bert"):
+        norm = t.spec.get("normalizer") or {}
+        config["do_lower_case"] = bool(norm.get("lowercase", t.config.get("do_lower_case", False)))
+    _write_atomic(out / "tokenizer.json", student.to_str(pretty=True) + "\n")
+    _write_atomic(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    _write_atomic(out / "special_tokens_map.json", json.dumps(smap, indent=2, ensure_ascii=False) + "\n")
+    if trim_map is not None:
+        _write_atomic(out / "trim_map.json", json.dumps(
+            {"teacher_fingerprint": fingerprint(t.tok), "student_to_teacher": trim_map}) + "\n")
+    elif (out / "trim_map.json").exists():
+        (out / "trim_map.json").unlink()  # a stale map from an earlier trim run would mislead
+    return config
+
+
+# ---------------------------------------------------------------- report
+
+
+def _stats(tok: Tokenizer, lines: list[str], words: int, unk_id: int | None, scheme: str, prefix: str,
+           specials: set[int], hidden: int | None) -> TokenizerStats:
+    n_tok = n_unk = 0
+    for start in range(0, len(lines), _BATCH):
+        for enc in tok.encode_batch(lines[start:start + _BATCH], add_special_tokens=False):
+            n_tok += len(enc.ids)
+            if unk_id is not None:
+                n_unk += sum(1 for i in enc.ids if i == unk_id)
+    size = tok.get_vocab_size(with_added_tokens=True)
+    single = sum(1 for v, i in tok.get_vocab(with_added_tokens=True).items()
+                 if i not in specials and not UNUSED_SLOT.match(v) and len(_surface(v, scheme, prefix)) == 1)
+    return TokenizerStats(size, n_unk / max(n_tok, 1), n_tok / max(words, 1), single, single / max(size, 1),
+                          size * hidden if hidden else None)
+
+
+def _report(t: _Teacher, student: Tokenizer, student_config: dict, lines: list[str], out: Path, algorithm: str,
+            size: int, teacher: TokenizerLike, sources: list, n_lines: int, n_trained: int, coverage: float,
+            alphabet: int, dropped: int, min_frequency: int, kept: int, eval_source: str, notes: list[str],
+            started: float) -> VocabReport:
+    from .aligner import Aligner
+
+    words = sum(len(ln.split()) for ln in lines)
+    aligner = Aligner(t.tok, student, teacher_config=t.config, student_config=student_config)
+    t_unk = aligner.teacher_roles.get("unk")
+    s_unk = aligner.student_roles.get("unk")
+    t_special = set(int(i) for i in aligner.teacher_roles.values()) | {a["id"] for a in t.specials}
+    s_special = set(range(len(t.specials)))
+    ss = detect_scheme(student)
+    t_stats = _stats(t.tok, lines, words, t_unk, t.scheme, t.prefix, t_special, t.hidden_size)
+    s_stats = _stats(student, lines, words, s_unk, ss.name, ss.continuation_prefix, s_special, t.hidden_size)
+    lengths = np.diff(aligner.table.offsets)
+    entries = np.array([i for i, v in enumerate(aligner.teacher_vocab)
+                        if i not in t_special and v and not UNUSED_SLOT.match(v)], dtype=np.int64)
+    offsets, ids = aligner.table.offsets, aligner.table.ids
+    if s_unk is not None and len(entries):
+        row_of = np.repeat(np.arange(len(lengths)), lengths)
+        unk_rows = np.zeros(len(lengths), dtype=bool)
+        unk_rows[row_of[ids == s_unk]] = True
+        unk_share = float(unk_rows[entries].mean())
+    else:
+        unk_share = 0.0
+    t_ids = [i for start in range(0, len(lines), _BATCH)
+             for enc in t.tok.encode_batch(lines[start:start + _BATCH], add_special_tokens=False) for i in enc.ids]
+    fert = float(lengths[np.asarray(t_ids, dtype=np.int64)].mean()) if t_ids else math.nan
+    return VocabReport(
+        out=str(out), algorithm=algorithm, requested_size=size, vocab_size=s_stats.vocab_size,
+        teacher=str(teacher) if isinstance(teacher, (str, Path)) else type(teacher).__name__,
+        teacher_fingerprint=fingerprint(t.tok), student_fingerprint=fingerprint(student),
+        corpus=[str(s) for s in sources], lines_read=n_lines, lines_trained=n_trained, coverage=coverage,
+        alphabet_size=alphabet, dropped_characters=dropped, min_frequency=min_frequency, kept_tokens=kept,
+        eval_source=eval_source, eval_lines=len(lines), eval_words=words, teacher_stats=t_stats,
+        student_stats=s_stats, fertility=fert, teacher_entries_unk_share=unk_share,
+        split_length_mean=float(lengths[entries].mean()) if len(entries) else 0.0,
+        split_length_max=int(lengths[entries].max()) if len(entries) else 0,
+        seconds=round(time.perf_counter() - started, 3), notes=notes)
