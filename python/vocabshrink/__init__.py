@@ -32,6 +32,8 @@ _LAZY = {
     "load_tokenizer": "tokenization",
     "detect_scheme": "tokenization",
     "fingerprint": "tokenization",
+    "build_vocab": "vocab",
+    "VocabReport": "vocab",
     "span_mean": "losses",
     "chunk_mean": "losses",
 }

