@@ -79,7 +79,66 @@ def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequen
     click.echo(f"report: {out}/vocab_report.json")
 
 
-# --- align, inspect (issue 4) ---
+@cli.command("align")
+@click.argument("corpus", nargs=-1, required=True)
+@click.option("--teacher", required=True, help="Teacher tokenizer or model folder (or tokenizer.json).")
+@click.option("--student", required=True, help="Student tokenizer folder (or tokenizer.json).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the shards.")
+@click.option("--max-length", default=512, show_default=True,
+              help="Most tokens per example, specials included, for teacher, student and split teacher tokens.")
+@click.option("--alignment", type=click.Choice(["split", "offsets", "both"]), default="both", show_default=True,
+              help="split: teacher ids for the paper's split; offsets: common chunks of both tokenizations.")
+@click.option("--workers", default=1, show_default=True, help="Processes; the output is the same for any number.")
+@click.option("--num-shards", default=1, show_default=True, help="Cut the corpus into this many disjoint parts...")
+@click.option("--shard-index", default=0, show_default=True, help="...and write this one (0-based).")
+@click.option("--examples-per-shard", default=10_000, show_default=True, help="Examples per shard file.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Keep intact shards of an earlier run with the same settings.")
+@click.option("--split", type=click.Choice(["blank", "line"]), default="blank", show_default=True,
+              help="A document is a blank-line-separated paragraph, or a line (.jsonl: a record).")
+@click.option("--text-field", default="text", show_default=True, help="Field of .jsonl records holding the text.")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="Invalid UTF-8: stop with an error, or replace it.")
+@click.option("--max-lines", type=int, default=None, help="Read at most this many lines of the corpus.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def align_command(corpus: tuple[str, ...], **options) -> None:
+    """Cut CORPUS into examples both tokenizers agree on and write training shards.
+
+    \b
+    Example:
+      vocabshrink align ../shared/data/en/wikitext2/train.txt --teacher T \\
+          --student student-tok --out shards --max-length 256 --workers 2
+    Prints the report, also written to OUT/align_report.json.
+    """
+    from .shards import align
+
+    report = align(list(corpus), **options)
+    click.echo(report.to_json())
+
+
+@cli.command("inspect")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--examples", default=3, show_default=True, help="Examples to render as aligned pieces.")
+@click.option("--seed", default=0, show_default=True, help="Seed for picking the examples.")
+@click.option("--verify", type=click.Choice(["sha256", "size"]), default="sha256", show_default=True,
+              help="Hash every file, or check sizes and structure only.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the report as JSON to this file.")
+def inspect_command(dirs: tuple[str, ...], examples: int, seed: int, verify: str, json_path: str | None) -> None:
+    """Counts, fingerprints, settings and an alignment audit of shard folders (several parts read as one).
+
+    \b
+    Example:
+      vocabshrink inspect shards --examples 2 --json audit.json
+    """
+    from .audit import audit
+
+    report = audit(list(dirs), examples=examples, seed=seed, verify=verify)
+    click.echo(report.to_text())
+    if json_path:
+        from pathlib import Path
+
+        Path(json_path).write_text(report.to_json() + "\n", encoding="utf-8")
 
 # --- init-student (issue 5) ---
 
