@@ -1,5 +1,6 @@
 #include "span_align.hpp"
 
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -33,7 +34,7 @@ template <class Id>
 SpanSizes SpanAligner::measure(const Id* ids, int64_t b, int64_t lt, const int64_t* lengths,
                                int64_t max_length) const {
   const int64_t v = source_vocab_size();
-  const int64_t* off = offsets_.data();
+  const int64_t* __restrict off = offsets_.data();
   SpanSizes s;
   for (int64_t r = 0; r < b; ++r) {
     const int64_t len = lengths[r];
@@ -41,20 +42,30 @@ SpanSizes SpanAligner::measure(const Id* ids, int64_t b, int64_t lt, const int64
       throw std::out_of_range("row " + std::to_string(r) + " has length " + std::to_string(len) +
                               ", outside [0, " + std::to_string(lt) + "]");
     const Id* row = ids + r * lt;
-    int64_t cur = 0;
-    bool stopped = false;
-    for (int64_t t = 0; t < len; ++t) {
-      const int64_t id = static_cast<int64_t>(row[t]);
-      if (id < 0 || id >= v)
-        throw std::out_of_range("teacher id " + std::to_string(id) + " at row " + std::to_string(r) + ", position " +
-                                std::to_string(t) + " is outside [0, " + std::to_string(v) + ")");
-      if (stopped) continue;  // keep validating the rest of the row
-      const int64_t n = off[id + 1] - off[id];
-      if (max_length >= 0 && cur + n > max_length) {
-        stopped = true;
-        continue;
+    // Validate the whole row first in a branch-free loop; find the culprit only on failure.
+    bool bad = false;
+    for (int64_t t = 0; t < len; ++t) bad |= static_cast<uint64_t>(static_cast<int64_t>(row[t])) >= static_cast<uint64_t>(v);
+    if (bad) {
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t id = static_cast<int64_t>(row[t]);
+        if (id < 0 || id >= v)
+          throw std::out_of_range("teacher id " + std::to_string(id) + " at row " + std::to_string(r) +
+                                  ", position " + std::to_string(t) + " is outside [0, " + std::to_string(v) + ")");
       }
-      cur += n;
+    }
+    int64_t cur = 0;
+    if (max_length < 0) {
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t id = static_cast<int64_t>(row[t]);
+        cur += off[id + 1] - off[id];
+      }
+    } else {
+      for (int64_t t = 0; t < len; ++t) {
+        const int64_t id = static_cast<int64_t>(row[t]);
+        const int64_t n = off[id + 1] - off[id];
+        if (cur + n > max_length) break;
+        cur += n;
+      }
     }
     if (cur > s.ls) s.ls = cur;
     s.nnz += cur;
@@ -67,57 +78,74 @@ SpanSizes SpanAligner::measure(const Id* ids, int64_t b, int64_t lt, const int64
 template <class Id>
 void SpanAligner::fill(const Id* ids, int64_t b, int64_t lt, const int64_t* lengths, int64_t max_length, bool mean,
                        SpanSizes sizes, const SpanOutputs& o) const {
-  const int64_t* off = offsets_.data();
-  const int32_t* tab = ids_.data();
+  // Local restrict pointers: the uint8_t stores could otherwise alias the
+  // pointers in `o` and force a reload of every one after each store.
+  const int64_t* __restrict off = offsets_.data();
+  const int32_t* __restrict tab = ids_.data();
+  int32_t* __restrict student_ids = o.student_ids;
+  uint8_t* __restrict student_mask = o.student_mask;
+  int32_t* __restrict segment_ids = o.segment_ids;
+  int32_t* __restrict span_start = o.span_start;
+  int32_t* __restrict span_end = o.span_end;
+  uint8_t* __restrict keep = o.teacher_keep;
+  int32_t* __restrict indptr = o.indptr;
+  int32_t* __restrict indices = o.indices;
+  float* __restrict values = o.values;
   const int64_t ls = sizes.ls;
+  const int64_t limit = max_length >= 0 ? max_length : std::numeric_limits<int64_t>::max();
   int32_t cursor = 0;
   for (int64_t r = 0; r < b; ++r) {
     const Id* row = ids + r * lt;
     const int64_t len = lengths[r];
-    int32_t* sid = o.student_ids + r * ls;
-    uint8_t* smask = o.student_mask + r * ls;
-    int32_t* seg = o.segment_ids + r * ls;
-    int32_t s = 0;
-    bool stopped = false;
+    int32_t* sid = student_ids + r * ls;
+    uint8_t* smask = student_mask + r * ls;
+    int32_t* seg = segment_ids + r * ls;
+    const int64_t base = r * lt;
     const int32_t row_base = static_cast<int32_t>(r * ls);
-    for (int64_t t = 0; t < lt; ++t) {
-      const int64_t ft = r * lt + t;
-      o.indptr[ft] = cursor;
-      int64_t beg = 0, n = 0;
-      if (t < len && !stopped) {
-        const int64_t id = static_cast<int64_t>(row[t]);
-        beg = off[id];
-        n = off[id + 1] - beg;
-        if (max_length >= 0 && s + n > max_length) stopped = true;
-      }
-      if (t >= len || stopped) {
-        o.span_start[ft] = s;
-        o.span_end[ft] = s;
-        o.teacher_keep[ft] = 0;
-        continue;
-      }
-      o.span_start[ft] = s;
-      o.span_end[ft] = static_cast<int32_t>(s + n);
-      o.teacher_keep[ft] = 1;
-      const float w = mean ? 1.0f / static_cast<float>(n) : 1.0f;
-      for (int64_t k = 0; k < n; ++k) {
-        sid[s] = tab[beg + k];
-        smask[s] = 1;
+    int32_t s = 0;
+    int64_t t = 0;
+    for (; t < len; ++t) {
+      const int64_t id = static_cast<int64_t>(row[t]);
+      const int64_t beg = off[id];
+      const int32_t n = static_cast<int32_t>(off[id + 1] - beg);
+      if (s + n > limit) break;
+      indptr[base + t] = cursor;
+      span_start[base + t] = s;
+      span_end[base + t] = s + n;
+      keep[base + t] = 1;
+      const int32_t* src = tab + beg;
+      if (n == 1) {  // most teacher tokens map to one student token
+        sid[s] = src[0];
         seg[s] = static_cast<int32_t>(t);
-        o.indices[cursor] = row_base + s;
-        o.values[cursor] = w;
-        ++cursor;
-        ++s;
+        indices[cursor] = row_base + s;
+        values[cursor] = 1.0f;
+        smask[s] = 1;
+      } else {
+        const float w = mean ? 1.0f / static_cast<float>(n) : 1.0f;
+        for (int32_t k = 0; k < n; ++k) {
+          sid[s + k] = src[k];
+          seg[s + k] = static_cast<int32_t>(t);
+          indices[cursor + k] = row_base + s + k;
+          values[cursor + k] = w;
+          smask[s + k] = 1;
+        }
       }
+      cursor += n;
+      s += n;
+    }
+    for (; t < lt; ++t) {  // dropped or padding positions: empty spans
+      indptr[base + t] = cursor;
+      span_start[base + t] = s;
+      span_end[base + t] = s;
+      keep[base + t] = 0;
     }
     for (int64_t k = s; k < ls; ++k) {
       sid[k] = pad_id_;
-      smask[k] = 0;
       seg[k] = -1;
     }
+    std::memset(smask + s, 0, static_cast<std::size_t>(ls - s));
   }
-  o.indptr[b * lt] = cursor;
-  (void)sizes.nnz;
+  indptr[b * lt] = cursor;
 }
 
 template <class M>
