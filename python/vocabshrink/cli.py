@@ -140,7 +140,50 @@ def inspect_command(dirs: tuple[str, ...], examples: int, seed: int, verify: str
 
         Path(json_path).write_text(report.to_json() + "\n", encoding="utf-8")
 
-# --- init-student (issue 5) ---
+@cli.command("init-student")
+@click.option("--teacher", required=True, type=click.Path(), help="Teacher model directory (BERT, DistilBERT, RoBERTa).")
+@click.option("--tokenizer", required=True, type=click.Path(), help="Student tokenizer directory or tokenizer.json.")
+@click.option("--out", required=True, type=click.Path(), help="Output directory for the student model.")
+@click.option("--layers", type=int, default=None, help="Student layers [default: half the teacher's].")
+@click.option("--hidden", type=int, default=None, help="Student width [default: the teacher's].")
+@click.option("--heads", type=int, default=None, help="Attention heads; must divide --hidden [default: keep the head size].")
+@click.option("--intermediate", type=int, default=None, help="FFN size [default: the teacher's ratio to the width].")
+@click.option("--embedding-init", type=click.Choice(["fvt", "random"]), default="fvt", show_default=True,
+              help="fvt: copy or average teacher rows over the teacher's split of each student token.")
+@click.option("--reduce", type=click.Choice(["pca", "truncate"]), default="pca", show_default=True,
+              help="How a narrower student takes the teacher's hidden dimension.")
+@click.option("--layer-init", type=click.Choice(["select", "average", "random"]), default="select",
+              show_default=True, help="Copy evenly spaced teacher layers, average runs of them, or start random.")
+@click.option("--layer-map", default=None, help="Teacher layers per student layer, e.g. 0,2,4 or 0+1,2+3,4+5.")
+@click.option("--eval-corpus", multiple=True, type=click.Path(),
+              help="Held-out text for the teacher agreement before training (repeatable).")
+@click.option("--eval-sentences", type=int, default=256, show_default=True,
+              help="How many non-empty lines of --eval-corpus to use.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the teacher's own Python code (only if you trust it).")
+def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediate, embedding_init, reduce, layer_init,
+                     layer_map, eval_corpus, eval_sentences, seed, trust_remote_code) -> None:
+    """Build the student model that distillation starts from, initialised from the teacher.
+
+    Writes a Hugging Face BertForMaskedLM directory (config, model.safetensors,
+    the student tokenizer's files) and init_report.json, and prints teacher
+    beside student.
+
+    \b
+    Example:
+      vocabshrink init-student --teacher minilm --tokenizer student-tok --out student \\
+          --hidden 256 --eval-corpus ../shared/data/en/wikitext2/valid.txt
+    """
+    from .student import init_student
+
+    report = init_student(
+        teacher=teacher, tokenizer=tokenizer, out=out, layers=layers, hidden=hidden, heads=heads,
+        intermediate=intermediate, embedding_init=embedding_init, reduce=reduce, layer_init=layer_init,
+        layer_map=layer_map, eval_corpus=list(eval_corpus) or None, seed=seed, trust_remote_code=trust_remote_code,
+        eval_sentences=eval_sentences,
+    )
+    click.echo(report.table())
+
 
 # --- distill (issue 6) ---
 
