@@ -36,9 +36,7 @@ _LAZY = {
     "VocabReport": "vocab",
     "span_mean": "losses",
     "chunk_mean": "losses",
-    "evaluate": "evaluate",
     "EvalReport": "evaluate",
-    "demo": "demo",
     "DemoReport": "demo",
 }
 
