@@ -52,6 +52,7 @@ REPORT = "align_report.json"
 TEACHER_TOKENIZER = "teacher.tokenizer.json"
 STUDENT_TOKENIZER = "student.tokenizer.json"
 ALIGNMENTS = ("split", "offsets", "both")
+# safetensors keeps metadata in a hash map: more than one key would make the files' bytes vary from run to run.
 # Work sent to a worker at once: big enough to amortise IPC, small enough to keep workers balanced.
 TASK_CHARS = 256_000
 TASK_DOCS = 256
@@ -319,7 +320,7 @@ def _encode_shard(shard: _OpenShard, offsets: bool) -> tuple[bytes, dict]:
         sce, _ = _flat([e[3] for e in exs], np.int32)
         tensors.update(teacher_chunk_ends=tce, student_chunk_ends=sce, chunk_offsets=c_off)
         chunks = len(tce)
-    data = st_save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    data = st_save(tensors, metadata={"format": f"{FORMAT}/{FORMAT_VERSION}"})
     entry = {
         "file": shard_name(shard.index),
         "examples": len(exs),
@@ -486,7 +487,7 @@ def align(
 
     # Files that do not depend on the corpus: the table and the tokenizers.
     table_bytes = st_save({"offsets": aligner.table.offsets, "ids": aligner.table.ids},
-                          metadata={"teacher": t_facts["fingerprint"], "student": s_facts["fingerprint"]})
+                          metadata={"tokenizers": f"{t_facts['fingerprint']}->{s_facts['fingerprint']}"})
     if not (out / TABLE).exists() or sha256_file(out / TABLE) != hashlib.sha256(table_bytes).hexdigest():
         write_atomic(out / TABLE, table_bytes)
     manifest["table"] = {"file": TABLE, "sha256": hashlib.sha256(table_bytes).hexdigest(),
