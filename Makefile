@@ -44,7 +44,7 @@ sanitize:
 	  -C cmake.define.VOCABSHRINK_SANITIZE=ON -C cmake.build-type=Debug -C build-dir=build-sanitize .
 	cd tests && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  ../$(SAN_VENV)/bin/python -m pytest -q -p no:cacheprovider test_core.py test_reference_props.py
+	  ../$(SAN_VENV)/bin/python -m pytest -q -p no:cacheprovider test_core.py
 
 clean:
 	rm -rf build build-sanitize $(VENV) $(SAN_VENV) .pytest_cache
