@@ -115,14 +115,15 @@ def audit(
     sizes = np.diff(table.offsets)
     t_counts = ds.token_counts("teacher").astype(np.float64)
     s_counts = ds.token_counts("student").astype(np.float64)
-    t_plain = t_counts.copy()
-    t_plain[[i for i in t_info["special_ids"] if i < len(t_plain)]] = 0
-    s_plain = s_counts.copy()
-    s_plain[[i for i in s_info["special_ids"] if i < len(s_plain)]] = 0
-    n_t = max(t_plain.sum(), 1.0)
-    hist = np.bincount(np.minimum(sizes, 6), weights=t_plain, minlength=7)[1:7] / n_t
     s_unk = s_info["roles"].get("unk")
     t_unk = t_info["roles"].get("unk")
+    # Text tokens: everything but the special tokens, UNK included.
+    t_plain = t_counts.copy()
+    t_plain[[i for i in t_info["special_ids"] if i < len(t_plain) and i != t_unk]] = 0
+    s_plain = s_counts.copy()
+    s_plain[[i for i in s_info["special_ids"] if i < len(s_plain) and i != s_unk]] = 0
+    n_t = max(t_plain.sum(), 1.0)
+    hist = np.bincount(np.minimum(sizes, 6), weights=t_plain, minlength=7)[1:7] / n_t
     if s_unk is not None:
         unk_in = np.concatenate(([0], np.cumsum(table.ids == s_unk)))[table.offsets]
         split_unk = float(t_plain[np.diff(unk_in) > 0].sum() / n_t)
