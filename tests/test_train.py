@@ -1,9 +1,7 @@
 """distill: losses decrease, KL paths, resume equivalence, two-process gloo, NaN handling, bad inputs, export.
 
-Tiny teachers and students are built here from configs. The data comes from
-`vocabshrink.data` when it is installed; until then `install_contract_data()`
-stands in for it with examples built from real text, in the batch format of
-the align/distill contract (the real module replaces it with no change here).
+Tiny teachers and students are built here from configs (the teachers with MiniLM's tokenizer); the data are
+real shards made by `vocabshrink align` from WikiText-2 lines.
 """
 
 from __future__ import annotations
@@ -23,119 +21,17 @@ from vocabshrink import train as T
 from vocabshrink.errors import ConfigError, ModelError, ShardError, TrainingError
 
 HERE = Path(__file__).resolve().parent
-HAVE_DATA = False
-try:  # the align stage's reader; the fixtures switch to it as soon as it exists
-    from vocabshrink import data as _data  # noqa: F401
-    from vocabshrink.shards import align as _align  # noqa: F401
-
-    HAVE_DATA = True
-except ImportError:
-    pass
 
 
-# --- a stand-in for vocabshrink.data, following the batch contract ------------------------------------------------
+def make_shards(out: Path, lines: list[str], teacher_dir: Path, student_dir: Path, alignment: str = "both") -> Path:
+    """Real shards of `lines` (one document each) from `vocabshrink align`."""
+    from vocabshrink.shards import align
 
-
-class ContractDataset:
-    """Examples from a `lines.txt` in each data dir: both tokenizations and the offset-alignment chunk ends."""
-
-    def __init__(self, dirs, teacher_tok, student_tok, max_length=128):
-        from vocabshrink._core import offset_chunks
-
-        self.items = []
-        for d in dirs:
-            path = Path(d) / "lines.txt"
-            if not path.exists():
-                raise ShardError(f"{d}: no shards here")
-            meta = json.loads((Path(d) / "meta.json").read_text())
-            if meta["student_vocab"] != student_tok.get_vocab_size(with_added_tokens=True):
-                raise ShardError(f"{d}: made with another student tokenizer")
-            for line in path.read_text().splitlines():
-                te, se = teacher_tok.encode(line), student_tok.encode(line)
-                if len(te.ids) > max_length or len(se.ids) > max_length:
-                    continue
-                ta, sa = offset_chunks(np.array([o[1] for o in te.offsets], dtype=np.int64),
-                                       np.array(te.special_tokens_mask, dtype=bool),
-                                       np.array([o[1] for o in se.offsets], dtype=np.int64),
-                                       np.array(se.special_tokens_mask, dtype=bool))
-                self.items.append({"teacher_ids": np.array(te.ids, dtype=np.int32),
-                                   "student_ids": np.array(se.ids, dtype=np.int32),
-                                   "teacher_chunk_ends": ta, "student_chunk_ends": sa})
-        self.lengths = np.array([len(x["teacher_ids"]) for x in self.items])
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
-class ContractCollator:
-    """Pads, MLM-masks the student's own tokens (80/10/10) and builds `split` and `chunks`."""
-
-    def __init__(self, aligner, mlm_probability=0.15, max_length=128, seed=0):
-        self.aligner, self.p, self.max_length = aligner, mlm_probability, max_length
-        self.rng = np.random.default_rng(seed)
-        self.t_pad = aligner.teacher_roles.get("pad", 0)
-        self.s_pad = aligner.student_roles["pad"]
-        self.s_mask = aligner.student_roles["mask"]
-        self.s_special = set(aligner.student_roles.values())
-
-    def _pad(self, arrays, pad):
-        n = max(len(a) for a in arrays)
-        ids = np.full((len(arrays), n), pad, dtype=np.int64)
-        mask = np.zeros((len(arrays), n), dtype=np.int64)
-        for i, a in enumerate(arrays):
-            ids[i, :len(a)], mask[i, :len(a)] = a, 1
-        return ids, mask
-
-    def __call__(self, examples):
-        from vocabshrink.aligner import ChunkAlignment
-
-        t_ids, t_mask = self._pad([e["teacher_ids"] for e in examples], self.t_pad)
-        s_ids, s_mask = self._pad([e["student_ids"] for e in examples], self.s_pad)
-        special = np.isin(s_ids, list(self.s_special)) | (s_mask == 0)
-        chosen = (self.rng.random(s_ids.shape) < self.p) & ~special
-        labels = np.where(chosen, s_ids, -100)
-        r = self.rng.random(s_ids.shape)
-        masked = s_ids.copy()
-        masked[chosen & (r < 0.8)] = self.s_mask
-        rand = chosen & (r >= 0.8) & (r < 0.9)
-        masked[rand] = self.rng.integers(0, self.aligner.student_vocab_size, size=int(rand.sum()))
-        split = self.aligner.align(t_ids, attention_mask=t_mask, max_length=self.max_length).to_torch()
-        chunks = ChunkAlignment.from_chunk_ends([e["teacher_chunk_ends"] for e in examples],
-                                                [e["student_chunk_ends"] for e in examples],
-                                                t_ids.shape[1], s_ids.shape[1]).to_torch()
-        return {"teacher_input_ids": torch.from_numpy(t_ids), "teacher_attention_mask": torch.from_numpy(t_mask),
-                "student_input_ids": torch.from_numpy(masked), "student_attention_mask": torch.from_numpy(s_mask),
-                "mlm_labels": torch.from_numpy(labels), "student_original_ids": torch.from_numpy(s_ids),
-                "split": split, "chunks": chunks}
-
-
-def _contract_open_data(paths, teacher_tok, student_tok, aligner, *, mlm_probability, max_length, seed):
-    ds = ContractDataset(paths, teacher_tok, student_tok, max_length)
-    return ds, ds.lengths, ContractCollator(aligner, mlm_probability, max_length, seed)
-
-
-def install_contract_data() -> None:
-    """Make `vocabshrink.train` read the stand-in data (only while vocabshrink.data is missing)."""
-    if not HAVE_DATA:
-        T.open_data = _contract_open_data
-
-
-def make_shards(out: Path, lines: list[str], teacher_dir: Path, student_dir: Path) -> Path:
-    """Shards of `lines`: real ones from `vocabshrink align` where it exists, else the stand-in's folder."""
-    out.mkdir(parents=True, exist_ok=True)
-    if HAVE_DATA:
-        corpus = out.parent / f"{out.name}.txt"
-        corpus.write_text("\n\n".join(lines) + "\n")
-        _align([str(corpus)], teacher=str(teacher_dir), student=str(student_dir), out=str(out), alignment="both")
-        return out
-    from vocabshrink.tokenization import load_tokenizer
-
-    (out / "lines.txt").write_text("\n".join(lines) + "\n")
-    vocab = load_tokenizer(student_dir).get_vocab_size(with_added_tokens=True)
-    (out / "meta.json").write_text(json.dumps({"student_vocab": vocab}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    corpus = out.parent / f"{out.name}.txt"
+    corpus.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    align([str(corpus)], teacher=str(teacher_dir), student=str(student_dir), out=str(out), alignment=alignment,
+          max_length=64, progress=False)
     return out
 
 
@@ -184,17 +80,9 @@ def models(tmp_path_factory, minilm_path, wordpiece_student, lines):
             "minilm": minilm_path}
 
 
-@pytest.fixture(autouse=True)
-def _contract_data():
-    saved = T.open_data
-    install_contract_data()
-    yield
-    T.open_data = saved
-
-
 def _run(models, out, **kw):
     args = dict(teacher=models["teacher"], student=models["student"], data=[models["shards"]], out=out,
-                batch_size=8, max_steps=4, max_length=64, lr=2e-3, warmup_steps=1, progress=False, seed=3)
+                batch_size=8, max_steps=4, lr=2e-3, warmup_steps=1, progress=False, seed=3)
     args.update(kw)
     return T.distill(**args)
 
@@ -271,31 +159,38 @@ def test_split_mode_trains_exports_and_reports(models, tmp_path):
 
 
 def test_kl_paths_with_an_mlm_teacher(models, tmp_path):
-    for mode in ("split", "offsets"):
-        for sum_probs in (False, True):
-            report = _run(models, tmp_path / f"{mode}-{sum_probs}", mode=mode, max_steps=2, mlm_weight=0.5,
-                          mse_weight=1.0, kl_weight=1.0, match_weight=1.0, sum_probs=sum_probs, temperature=2.0)
-            assert set(report.final_losses) == {"mlm", "mse", "kl", "match"}, mode
-            assert report.final_losses["kl"] > 0 and report.final_losses["match"] > 0, (mode, report.final_losses)
+    for mode, sum_probs in (("split", False), ("offsets", True)):
+        report = _run(models, tmp_path / f"{mode}-{sum_probs}", mode=mode, max_steps=2, mlm_weight=0.5,
+                      mse_weight=1.0, kl_weight=1.0, match_weight=1.0, sum_probs=sum_probs, temperature=2.0)
+        assert set(report.final_losses) == {"mlm", "mse", "kl", "match"}, mode
+        assert report.final_losses["kl"] > 0 and report.final_losses["match"] > 0, (mode, report.final_losses)
 
 
 def test_loss_decreases_with_the_minilm_teacher(models, tmp_path):
     """A few steps against the real teacher on real text: the hidden-state loss goes down."""
     out = tmp_path / "minilm"
-    _run(models, out, teacher=models["minilm"], max_steps=12, batch_size=8, lr=3e-3, mlm_weight=0.0,
+    _run(models, out, teacher=models["minilm"], max_steps=12, batch_size=4, lr=3e-3, mlm_weight=0.0,
          mse_weight=1.0, cosine_weight=1.0, log_every=1)
     losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
 
 
-def test_resume_is_exact(models, tmp_path):
+def test_resume_is_exact(models, tmp_path, monkeypatch):
+    """4 steps straight == 2 steps, an interruption, and --resume for the rest (CPU, one process)."""
     kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=4, checkpoint_every=2, keep_checkpoints=5)
     _run(models, tmp_path / "straight", **kw)
-    first = _run(models, tmp_path / "halves", **{**kw, "max_steps": 2})
-    assert first.steps == 2
-    # a longer run resumes from step-2 (max_steps may change; the schedule is set by the settings that may not)
-    shutil.rmtree(tmp_path / "halves" / "final")
+    real_save = T.save_checkpoint
+
+    def save_then_die(out, step, *args, **kwargs):
+        path = real_save(out, step, *args, **kwargs)
+        raise KeyboardInterrupt(f"killed after step {step}")
+
+    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _run(models, tmp_path / "halves", **kw)
+    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    assert [p.name for p in (tmp_path / "halves").glob("step-*")] == ["step-2"]
     with pytest.raises(ConfigError, match="different settings"):
         _run(models, tmp_path / "halves", **{**kw, "lr": 1e-3}, resume=True)
     resumed = _run(models, tmp_path / "halves", **kw, resume=True)
@@ -306,6 +201,10 @@ def test_resume_is_exact(models, tmp_path):
         assert torch.equal(a[k], b[k]), k
     pa = (tmp_path / "straight" / "final" / "projection.safetensors").read_bytes()
     assert pa == (tmp_path / "halves" / "final" / "projection.safetensors").read_bytes()
+    # the optimizer state too: the step-4 checkpoints agree
+    oa = T.load_file(str(tmp_path / "straight" / "step-4" / "optimizer.safetensors"))
+    ob = T.load_file(str(tmp_path / "halves" / "step-4" / "optimizer.safetensors"))
+    assert all(torch.equal(oa[k], ob[k]) for k in oa)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(models, tmp_path, monkeypatch):
@@ -350,7 +249,7 @@ def test_bad_inputs(models, tmp_path):
     with pytest.raises(ShardError):
         _run(models, tmp_path / "h", data=[tmp_path / "no-shards"])
     with pytest.raises(ShardError, match="fewer than one batch"):
-        _run(models, tmp_path / "i", batch_size=4096, max_length=64)
+        _run(models, tmp_path / "i", batch_size=4096)
     _run(models, tmp_path / "j", max_steps=1)
     with pytest.raises(ConfigError, match="earlier run"):
         _run(models, tmp_path / "j", max_steps=1)
@@ -379,24 +278,20 @@ def test_corrupted_checkpoint_is_a_clear_error(models, tmp_path):
 # --- two processes under torchrun (gloo) ---------------------------------------------------------------------------
 
 WORKER = """
-import json, sys
-sys.path.insert(0, {tests!r})
-import test_train
-test_train.install_contract_data()
+import json
 from vocabshrink import train as T
-args = json.loads({args!r})
-T.distill(**args)
+T.distill(**json.loads({args!r}))
 """
 
 
 def test_two_gloo_processes_match_one(models, tmp_path):
     args = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=[str(models["shards"])],
-                batch_size=8, max_steps=3, max_length=64, lr=2e-3, warmup_steps=1, progress=False, seed=5,
+                batch_size=8, max_steps=3, lr=2e-3, warmup_steps=1, progress=False, seed=5,
                 mse_weight=1.0, cosine_weight=0.5)
     one = tmp_path / "one"
     T.distill(**args, out=one, grad_accum=2)  # the same 2 x 4 split of each global batch, in one process
     script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(tests=str(HERE), args=json.dumps({**args, "out": str(tmp_path / "two")})))
+    script.write_text(WORKER.format(args=json.dumps({**args, "out": str(tmp_path / "two")})))
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            str(script)], env=env, capture_output=True, text=True, timeout=300)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from . import losses as L
@@ -155,27 +156,26 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def open_data(paths: Sequence[str | Path], teacher_tokenizer: Any, student_tokenizer: Any, aligner: Aligner,
-              *, mlm_probability: float, max_length: int, seed: int) -> tuple[Any, np.ndarray, Any]:
-    """(dataset, per-example lengths, collate callable) over shard directories, from `vocabshrink.data`."""
-    try:
-        from . import data as data_mod
-    except ImportError as exc:  # the align stage's module is missing from this install
-        raise ShardError(f"cannot read shards: vocabshrink.data is not available ({exc})") from exc
+              *, mode: str, mlm_probability: float, max_length: int | None, seed: int) -> tuple[Any, np.ndarray, Any]:
+    """(dataset, per-example lengths, collate callable) over shard folders made by `vocabshrink align`."""
+    from . import data as data_mod
+
     dataset = data_mod.ShardDataset([str(p) for p in paths], teacher_tokenizer, student_tokenizer)
-    lengths = np.asarray(getattr(dataset, "lengths", None) if getattr(dataset, "lengths", None) is not None
-                         else [len(dataset[i]["teacher_ids"]) for i in range(len(dataset))])
-    collate = data_mod.Collator(aligner, mlm_probability=mlm_probability, max_length=max_length, seed=seed)
-    return dataset, lengths, collate
+    need = "split" if mode == "split" else "chunks"
+    if not getattr(dataset, f"has_{need}"):
+        raise ShardError(f"{paths[0]}: these shards were aligned with --alignment {dataset.alignment}, but --mode "
+                         f"{mode} needs {'split' if mode == 'split' else 'offsets'} data; align again with "
+                         "--alignment both, or change --mode")
+    extra = {} if max_length is None else {"max_length": max_length}
+    collate = data_mod.Collator.from_dataset(dataset, table=aligner, mlm_probability=mlm_probability, seed=seed,
+                                             split=mode == "split", chunks=mode == "offsets", **extra)
+    return dataset, np.asarray(dataset.lengths("max")), collate
 
 
-def _collate(collate: Any, dataset: Any, indices: np.ndarray, key: Sequence[int]) -> dict[str, Any]:
-    """Collate examples with MLM masking drawn from a generator keyed by (seed, step, ...), so that resume repeats it."""
-    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
-    if hasattr(collate, "rng"):
-        collate.rng = np.random.default_rng(seed)
-    if hasattr(collate, "generator"):
-        collate.generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+def _collate(collate: Any, dataset: Any, indices: np.ndarray, epoch: int) -> dict[str, Any]:
+    """A batch; MLM masks depend on (seed, epoch, example indices) alone, so resume and any rank split repeat them."""
+    if hasattr(collate, "set_epoch"):
+        collate.set_epoch(epoch)
     return collate([dataset[int(i)] for i in indices])
 
 
@@ -200,7 +200,9 @@ def _load_teacher(teacher: str | Path, need_logits: bool, dtype: torch.dtype, de
             raise ModelError(f"{path}: the MLM head's weights are missing ({head_missing[:3]}...); the KL losses need "
                              "a trained head: set --kl-weight 0 and --match-weight 0")
     else:
-        model = AutoModel.from_pretrained(path, dtype=dtype)
+        archs = AutoConfig.from_pretrained(path).architectures or []
+        cls = AutoModelForMaskedLM if any(a.endswith("ForMaskedLM") for a in archs) else AutoModel
+        model = cls.from_pretrained(path, dtype=dtype)
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -479,7 +481,7 @@ def load_checkpoint(path: Path, student: torch.nn.Module, projection: torch.nn.M
                               state["optimizer"])
         scheduler.load_state_dict(dict(state["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups)))
         rng = load_file(str(path / "rng.safetensors"))
-    except (OSError, KeyError, ValueError, json.JSONDecodeError, RuntimeError) as exc:
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as exc:
         raise TrainingError(f"{path}: cannot resume from this checkpoint ({exc}); delete it to resume from an "
                             "earlier one") from exc
     torch.set_rng_state(rng["torch"])
@@ -672,7 +674,7 @@ def distill(
     schedule: str = "linear",
     clip_norm: float = 1.0,
     mlm_probability: float = 0.15,
-    max_length: int = 128,
+    max_length: int | None = None,
     seed: int = 0,
     eval_every: int = 0,
     eval_batches: int = 8,
@@ -767,15 +769,15 @@ def distill(
                       sum_probs, reduce_map, shared)
 
     # ---- setup: data ------------------------------------------------------------------------------------------
-    dataset, lengths, collate = open_data(data, teacher_tok, student_tok, aligner, mlm_probability=mlm_probability,
-                                          max_length=max_length, seed=seed)
+    dataset, lengths, collate = open_data(data, teacher_tok, student_tok, aligner, mode=mode,
+                                          mlm_probability=mlm_probability, max_length=max_length, seed=seed)
     if len(dataset) < batch_size:
         raise ShardError(f"{', '.join(map(str, data))}: {len(dataset)} examples, fewer than one batch "
                          f"({batch_size}); use more data or a smaller --batch-size")
     eval_set = None
     if eval_data:
-        eval_set = open_data(eval_data, teacher_tok, student_tok, aligner, mlm_probability=mlm_probability,
-                             max_length=max_length, seed=seed)
+        eval_set = open_data(eval_data, teacher_tok, student_tok, aligner, mode=mode,
+                             mlm_probability=mlm_probability, max_length=max_length, seed=seed)
 
     # ---- setup: optimizer and schedule ------------------------------------------------------------------------
     params = [p for p in s_model.parameters() if p.requires_grad]
@@ -805,6 +807,9 @@ def distill(
                    if state["settings"].get(k) != settings.get(k)}
         if changed:
             raise ConfigError(f"{ckpt}: --resume with different settings {changed}; resume with the original ones")
+        if state["settings"].get("max_steps") != max_steps:
+            log.warning("resuming with --max-steps %d instead of %d: the learning-rate schedule changes from here",
+                        max_steps, state["settings"].get("max_steps"))
         start_step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         examples_seen, tokens_seen = state["examples_seen"], state["teacher_tokens_seen"]
         resumed_from = ckpt_step
@@ -832,7 +837,7 @@ def distill(
         e_ds, e_len, e_collate = eval_set
         order = np.argsort(e_len, kind="stable")
         eb = [order[i:i + micro] for i in range(0, len(order), micro)][:eval_batches]
-        eval_batches_cache = [_collate(e_collate, e_ds, idx, (seed, 999_999, i)) for i, idx in enumerate(eb)]
+        eval_batches_cache = [_collate(e_collate, e_ds, idx, 0) for idx in eb]
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     s_model.train()
@@ -855,7 +860,7 @@ def distill(
             for a in range(grad_accum):
                 lo = (a * world + rank) * micro
                 idx = global_idx[lo:lo + micro]
-                micro_batches.append(_to_device(_collate(collate, dataset, idx, (seed, step, a * world + rank)), dev))
+                micro_batches.append(_to_device(_collate(collate, dataset, idx, epoch), dev))
             counts = sum((row_counts(b, setup) for b in micro_batches), torch.zeros(len(COMPONENTS),
                                                                                     dtype=torch.float64))
             step_tokens = torch.tensor([sum(float(b["teacher_attention_mask"].sum()) for b in micro_batches)],
