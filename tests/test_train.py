@@ -301,3 +301,17 @@ def test_two_gloo_processes_match_one(models, tmp_path):
     a, b = _params(one / "final"), _params(tmp_path / "two" / "final")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_cli_runs_and_reports_errors(models, tmp_path):
+    from click.testing import CliRunner
+
+    from vocabshrink.cli import cli
+
+    base = ["distill", "--teacher", str(models["teacher"]), "--data", str(models["shards"]), "--batch-size", "4",
+            "--max-steps", "1", "--no-progress"]
+    ok = CliRunner().invoke(cli, [*base, "--student", str(models["student"]), "--out", str(tmp_path / "run")])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output[ok.output.index("{"):])["steps"] == 1
+    bad = CliRunner().invoke(cli, [*base, "--student", str(tmp_path / "nope"), "--out", str(tmp_path / "run2")])
+    assert bad.exit_code == 1 and "init-student" in bad.output and "Traceback" not in bad.output

@@ -185,7 +185,64 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
     click.echo(report.table())
 
 
-# --- distill (issue 6) ---
+@cli.command("distill")
+@click.option("--teacher", required=True, type=click.Path(), help="Teacher: a Hugging Face model directory.")
+@click.option("--student", required=True, type=click.Path(), help="Student directory from `init-student`.")
+@click.option("--data", required=True, multiple=True, type=click.Path(), help="Shard folder from `align` (repeatable).")
+@click.option("--out", required=True, type=click.Path(), help="Run folder: step-N/, metrics.jsonl, final/, report.")
+@click.option("--eval-data", multiple=True, type=click.Path(), help="Held-out shard folder (repeatable).")
+@click.option("--mode", type=click.Choice(["split", "offsets"]), default="split", show_default=True,
+              help="split: a second student pass over the teacher's split tokens; offsets: one pass, common chunks.")
+@click.option("--layer-map", default=None, help="STUDENT:TEACHER layer pairs, 0 = embeddings [default: last:last].")
+@click.option("--mlm-weight", type=float, default=1.0, show_default=True)
+@click.option("--mse-weight", type=float, default=1.0, show_default=True)
+@click.option("--cosine-weight", type=float, default=0.0, show_default=True)
+@click.option("--kl-weight", type=float, default=0.0, show_default=True, help="Reduce-map KL (teacher needs an MLM head).")
+@click.option("--match-weight", type=float, default=0.0, show_default=True, help="Match KL over the shared vocabulary.")
+@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--sum-probs", is_flag=True, help="Reduce map: sum the pieces' probabilities, not their logits.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Global batch per optimizer step.")
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--max-steps", type=int, default=1000, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--warmup-steps", type=int, default=100, show_default=True)
+@click.option("--schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
+@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="0 switches clipping off.")
+@click.option("--mlm-probability", type=float, default=0.15, show_default=True)
+@click.option("--max-length", type=int, default=None, help="Student split-pass length [default: the shards'].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-every", type=int, default=0, show_default=True, help="Steps between evaluations (0: at the end).")
+@click.option("--eval-batches", type=int, default=8, show_default=True)
+@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps between checkpoints (0: none).")
+@click.option("--keep-checkpoints", type=int, default=3, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the last step-N/ in --out.")
+@click.option("--teacher-dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Student autocast; auto = bf16 on GPUs that support it.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 [default: the local GPU, else CPU].")
+@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def distill_cmd(**kwargs) -> None:
+    """Train the student against the teacher on aligned shards.
+
+    Writes checkpoints (step-N/), metrics.jsonl, the student as a Hugging Face
+    directory (OUT/final, with projection.safetensors when the widths differ)
+    and OUT/training_report.json. Under torchrun, every process takes a
+    disjoint slice of each global batch; rank 0 writes.
+
+    \b
+    Example:
+      vocabshrink distill --teacher minilm --student student --data shards --eval-data held-out \\
+          --out run --mse-weight 1 --cosine-weight 1 --max-steps 2000 --checkpoint-every 500
+      torchrun --nproc-per-node 2 -m vocabshrink.cli distill ...   (same options)
+    """
+    from .train import distill
+
+    kwargs["data"] = list(kwargs["data"])
+    kwargs["eval_data"] = list(kwargs["eval_data"]) or None
+    report = distill(**kwargs)
+    click.echo(report.to_json())
 
 def _speed_shape(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     shapes = []
