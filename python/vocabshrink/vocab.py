@@ -548,12 +548,16 @@ def _train(t: _Teacher, layout: _Layout, algorithm: str, stream: Iterator[list[s
            notes: list[str]) -> Tokenizer:
     specials = [a["content"] for a in t.specials]
     tok = _trainer_tokenizer(t, layout)
-    # The trainers break ties between equally frequent merges by hash-map order, so the last few tokens
-    # differ from run to run; train a margin more and cut it back by a deterministic rule.
+    # The trainers number continuation forms ("##a") in hash-map order as they meet them, and break ties
+    # between equally frequent merges by those numbers, so runs differ. Handed over as special tokens, the
+    # continuation forms get fixed numbers up front (they stay plain vocabulary entries in the result).
+    fixed_forms = [layout.prefix + c for c in alphabet] if layout.prefix and algorithm != "unigram" else []
+    # A margin more than asked, cut back by use on a sample: the cut no longer depends on merge order.
     margin = 0 if algorithm == "bpe" else max(16, size // 50)
     if algorithm == "wordpiece":
         trainer = trainers.WordPieceTrainer(
-            vocab_size=size + margin, min_frequency=min_frequency, special_tokens=specials, show_progress=progress,
+            vocab_size=size + margin, min_frequency=min_frequency, special_tokens=specials + fixed_forms,
+            show_progress=progress,
             initial_alphabet=alphabet, limit_alphabet=len(alphabet), continuing_subword_prefix=layout.prefix)
     elif algorithm == "bpe":
         kwargs: dict[str, Any] = {}
@@ -563,11 +567,8 @@ def _train(t: _Teacher, layout: _Layout, algorithm: str, stream: Iterator[list[s
         if eow:
             kwargs["end_of_word_suffix"] = eow
         trainer = trainers.BpeTrainer(
-            vocab_size=size, min_frequency=min_frequency, special_tokens=specials, show_progress=progress,
-            initial_alphabet=alphabet, limit_alphabet=len(alphabet), **kwargs)
-        if layout.prefix:
-            notes.append("bpe with a continuation prefix: the trainer breaks ties between equally frequent merges "
-                         "by hash order, so repeated runs can differ in the last merges")
+            vocab_size=size, min_frequency=min_frequency, special_tokens=specials + fixed_forms,
+            show_progress=progress, initial_alphabet=alphabet, limit_alphabet=len(alphabet), **kwargs)
     else:
         trainer = trainers.UnigramTrainer(
             vocab_size=size + margin + dropped, special_tokens=specials, show_progress=progress,
@@ -651,7 +652,14 @@ def _finish_unigram(t: _Teacher, layout: _Layout, model: dict, size: int, alphab
                     notes: list[str]) -> Tokenizer:
     """Exactly `size` pieces: specials, the alphabet's characters and --keep first, then the best-scored rest."""
     specials = [a["content"] for a in t.specials]
-    pieces = {p: round(float(s), 8) for p, s in model["vocab"] if p not in specials}
+    raw = {p: float(s) for p, s in model["vocab"] if p not in specials}
+    # Characters the trainer adds after its pieces get the lowest score minus a small step each, stepped in
+    # hash-set order; hand the same scores out in character order instead.
+    floor_multi = min((s for p, s in raw.items() if len(p) > 1), default=0.0)
+    tail = sorted(p for p, s in raw.items() if len(p) == 1 and s < floor_multi)
+    for p, s in zip(tail, sorted((raw[p] for p in tail), reverse=True)):
+        raw[p] = s
+    pieces = {p: round(s, 8) for p, s in raw.items()}
     allowed = set(alphabet)
     # the trainer keeps every character it saw; the coverage rule leaves the rarer ones to UNK
     chars = {p for p in pieces if len(p) == 1}
