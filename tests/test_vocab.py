@@ -237,7 +237,9 @@ def test_keep_file(tmp_path, minilm_path, wikitext):
 def test_teachers_of_other_families(tmp_path, wikitext, kind, expected):
     teacher = tmp_path / "teacher"
     teacher.mkdir()
-    train_student(kind, [wikitext], 800).save(str(teacher / "tokenizer.json"))
+    head = tmp_path / "head.txt"
+    head.write_text("\n".join(_sample_lines(wikitext, 600)) + "\n", encoding="utf-8")
+    train_student(kind, [str(head)], 800).save(str(teacher / "tokenizer.json"))
     report = build_vocab([wikitext], size=500, teacher=teacher, out=tmp_path / "o", max_lines=800,
                          progress=False)
     assert report.algorithm == expected and report.vocab_size == 500

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 ALGORITHMS = ("wordpiece", "bpe", "unigram", "trim")
 _BATCH = 1000  # lines per element handed to train_from_iterator: fewer Python round trips
-_RANK_LINES = 10_000  # training lines kept to rank the trainer's surplus tokens by use
 _ROLE_KEYS = ("unk", "sep", "pad", "cls", "mask", "bos", "eos")
 
 
@@ -196,23 +195,34 @@ class _Scan:
 
 def _scan(sources: list[str], read: dict, progress: bool) -> _Scan:
     """Pass 1: count non-blank lines and raw characters (memory bounded by the character set)."""
-    chars: Counter = Counter()
+    counts = np.zeros(256, dtype=np.int64)  # by code point, grown on demand
     n = 0
     buf: list[str] = []
-    bar = tqdm(desc="reading corpus", unit=" lines", disable=not progress, leave=False)
-    for line in iter_lines(sources, **read):
-        if not line.strip():
-            continue
-        buf.append(line)
-        if len(buf) >= _BATCH:
-            chars.update("".join(buf))
-            n += len(buf)
-            bar.update(len(buf))
-            buf = []
-    chars.update("".join(buf))
-    n += len(buf)
-    bar.update(len(buf))
-    bar.close()
+
+    def flush() -> None:
+        nonlocal counts
+        if not buf:
+            return
+        points = np.frombuffer("".join(buf).encode("utf-32-le"), dtype=np.uint32)
+        found = np.bincount(points)
+        if len(found) > len(counts):
+            counts = np.concatenate([counts, np.zeros(len(found) - len(counts), dtype=np.int64)])
+        counts[: len(found)] += found
+
+    with tqdm(desc="reading corpus", unit=" lines", disable=not progress, leave=False) as bar:
+        for line in iter_lines(sources, **read):
+            if not line.strip():
+                continue
+            buf.append(line)
+            if len(buf) >= 10 * _BATCH:
+                flush()
+                n += len(buf)
+                bar.update(len(buf))
+                buf = []
+        flush()
+        n += len(buf)
+        bar.update(len(buf))
+    chars = Counter({chr(int(c)): int(counts[c]) for c in np.flatnonzero(counts)})
     if n == 0:
         raise CorpusError(f"{', '.join(sources)}: the corpus is empty (no line holds any text)")
     return _Scan(n, chars)
@@ -248,9 +258,9 @@ def _alphabet(counts: Counter, coverage: float) -> tuple[list[str], int]:
     return sorted(kept), len(ranked) - len(kept)
 
 
-def _train_stream(sources: list[str], read: dict, held: set[int], rank_every: int,
-                  held_out: list[str], rank_sample: list[str], total: int, progress: bool) -> Iterator[list[str]]:
-    """Pass 2: batches of training lines; held-out lines and the ranking sample are set aside on the way."""
+def _train_stream(sources: list[str], read: dict, held: set[int], sample_every: int, sample_cap: int,
+                  held_out: list[str], sample: list[str], total: int, progress: bool) -> Iterator[list[str]]:
+    """Pass 2: batches of training lines; held-out lines and a sample of training lines are kept on the way."""
     buf: list[str] = []
     i = 0
     with tqdm(total=total, desc="training", unit=" lines", disable=not progress, leave=False) as bar:
@@ -261,8 +271,8 @@ def _train_stream(sources: list[str], read: dict, held: set[int], rank_every: in
                 held_out.append(line)
             else:
                 buf.append(line)
-                if i % rank_every == 0 and len(rank_sample) < _RANK_LINES:
-                    rank_sample.append(line)
+                if i % sample_every == 0 and len(sample) < sample_cap:
+                    sample.append(line)
                 if len(buf) >= _BATCH:
                     bar.update(len(buf))
                     yield buf
@@ -313,15 +323,6 @@ def _surface(token: str, scheme: str, prefix: str) -> str:
     if scheme == "bytelevel" and token.startswith("\u0120") and len(token) > 1:
         return token[1:]
     return token
-
-
-def _sample_counts(tok: Tokenizer, lines: list[str], size: int) -> np.ndarray:
-    counts = np.zeros(size, dtype=np.int64)
-    for start in range(0, len(lines), _BATCH):
-        for enc in tok.encode_batch(lines[start:start + _BATCH], add_special_tokens=False):
-            if enc.ids:
-                counts += np.bincount(np.asarray(enc.ids, dtype=np.int64), minlength=size)[:size]
-    return counts
 
 
 def _remap_processor(node: Any, ids: dict[str, int]) -> Any:
@@ -513,18 +514,19 @@ def build_vocab(
                 notes.append(f"corpus too small to hold lines out ({scan.lines} lines): evaluated on training lines")
             else:
                 held = set(random.Random(seed).sample(range(scan.lines), k))
-        rank_every = max(1, (scan.lines - len(held)) // _RANK_LINES)
-        rank_sample: list[str] = []
-        stream = _train_stream(paths, read, held, rank_every, held_out if eval_corpus is None else [],
-                               rank_sample, scan.lines, progress)
+        # a sample of training lines, for the report when nothing could be held out
+        sample_every = max(1, scan.lines // eval_lines)
+        train_sample: list[str] = []
+        stream = _train_stream(paths, read, held, sample_every, eval_lines if eval_source == "training" else 0,
+                               held_out if eval_corpus is None else [], train_sample, scan.lines, progress)
         if algorithm == "trim":
             student, trim_map = _trim(t, layout, stream, size, keep_tokens, alphabet, notes)
         else:
             student = _train(t, layout, algorithm, stream, size, alphabet, dropped, min_frequency, keep_tokens,
-                             rank_sample, progress, notes)
+                             progress, notes)
             trim_map = None
         if eval_source == "training":
-            held_out = rank_sample[:eval_lines]
+            held_out = train_sample
         lines_trained = scan.lines - len(held)
 
     vocab_size = student.get_vocab_size(with_added_tokens=True)
@@ -544,7 +546,7 @@ def build_vocab(
 
 
 def _train(t: _Teacher, layout: _Layout, algorithm: str, stream: Iterator[list[str]], size: int,
-           alphabet: list[str], dropped: int, min_frequency: int, keep: list[str], rank_sample: list[str], progress: bool,
+           alphabet: list[str], dropped: int, min_frequency: int, keep: list[str], progress: bool,
            notes: list[str]) -> Tokenizer:
     specials = [a["content"] for a in t.specials]
     tok = _trainer_tokenizer(t, layout)
@@ -552,8 +554,8 @@ def _train(t: _Teacher, layout: _Layout, algorithm: str, stream: Iterator[list[s
     # between equally frequent merges by those numbers, so runs differ. Handed over as special tokens, the
     # continuation forms get fixed numbers up front (they stay plain vocabulary entries in the result).
     fixed_forms = [layout.prefix + c for c in alphabet] if layout.prefix and algorithm != "unigram" else []
-    # A margin more than asked, cut back by use on a sample: the cut no longer depends on merge order.
-    margin = 0 if algorithm == "bpe" else max(16, size // 50)
+    # Unigram: a margin more than asked, cut back by score (its last pieces depend on float sums' order).
+    margin = max(16, size // 50) if algorithm == "unigram" else 0
     if algorithm == "wordpiece":
         trainer = trainers.WordPieceTrainer(
             vocab_size=size + margin, min_frequency=min_frequency, special_tokens=specials + fixed_forms,
@@ -576,7 +578,7 @@ def _train(t: _Teacher, layout: _Layout, algorithm: str, stream: Iterator[list[s
     tok.train_from_iterator(stream, trainer)
     model = json.loads(tok.to_str())["model"]
     if algorithm == "wordpiece":
-        return _finish_wordpiece(t, layout, tok, model, size, keep, rank_sample, notes)
+        return _finish_wordpiece(t, layout, model, size, keep)
     if algorithm == "bpe":
         return _finish_bpe(t, layout, model, size, alphabet, notes)
     return _finish_unigram(t, layout, model, size, alphabet, keep, notes)
@@ -601,29 +603,27 @@ def _assemble(t: _Teacher, layout: _Layout, model: dict) -> Tokenizer:
         raise TokenizerError(f"the student tokenizer is not valid ({exc})") from exc
 
 
-def _finish_wordpiece(t: _Teacher, layout: _Layout, tok: Tokenizer, model: dict, size: int, keep: list[str],
-                      rank_sample: list[str], notes: list[str]) -> Tokenizer:
-    """Exactly `size` tokens: specials, single characters and --keep first, then the most used of the rest."""
+def _finish_wordpiece(t: _Teacher, layout: _Layout, model: dict, size: int, keep: list[str]) -> Tokenizer:
+    """Specials, the alphabet, its continuation forms, merges in the trainer's order; --keep tokens make room
+    by dropping the last merges."""
     vocab: dict[str, int] = model["vocab"]
     specials = [a["content"] for a in t.specials]
     prefix = layout.prefix or "##"
-    single = sorted(v for v in vocab if v not in specials and len(_surface(v, "wordpiece", prefix)) == 1
-                    and (len(v) == 1 or v.startswith(prefix)))
-    keep_new = [k for k in keep if k not in specials]
-    fixed = set(specials) | set(single) | set(keep_new)
-    if len(fixed) > size:
+    trained = [v for v in sorted(vocab, key=vocab.get) if v not in specials]
+    is_single = {v for v in trained if len(_surface(v, "wordpiece", prefix)) == 1 and (len(v) == 1 or v.startswith(prefix))}
+    single = sorted(is_single, key=lambda v: (v.startswith(prefix), v))
+    keep = [k for k in keep if k not in specials and k not in is_single]
+    keep_new = [k for k in keep if k not in vocab]
+    if len(specials) + len(single) + len(keep) > size:
         raise ConfigError(f"--size {size} is too small for {len(specials)} special tokens, {len(single)} "
-                          f"single-character tokens and {len(keep_new)} --keep tokens; lower --coverage or "
+                          f"single-character tokens and {len(keep)} --keep tokens; lower --coverage or "
                           "raise --size")
-    rest = [v for v in vocab if v not in fixed]
-    if len(fixed) + len(rest) > size:
-        counts = _sample_counts(tok, rank_sample, max(vocab.values()) + 1)
-        rest.sort(key=lambda v: (-int(counts[vocab[v]]), len(v), v))
-        rest = rest[: size - len(fixed)]
-    ordered = specials + sorted(single, key=lambda v: (v.startswith(prefix), v)) + sorted(
-        (set(rest) | set(keep_new)) - set(specials) - set(single))
-    new_model = {**model, "vocab": {v: i for i, v in enumerate(ordered)}}
-    return _assemble(t, layout, new_model)
+    kept = set(keep)
+    budget = size - len(specials) - len(single) - len(keep)
+    merged = [v for v in trained if v not in is_single and v not in kept]
+    cut = set(merged[:budget]) | kept
+    ordered = specials + single + [v for v in trained if v in cut] + keep_new
+    return _assemble(t, layout, {**model, "vocab": {v: i for i, v in enumerate(ordered)}})
 
 
 def _finish_bpe(t: _Teacher, layout: _Layout, model: dict, size: int, alphabet: list[str],
@@ -799,14 +799,17 @@ def _write_tokenizer(out: Path, student: Tokenizer, t: _Teacher, layout: _Layout
 # ---------------------------------------------------------------- report
 
 
-def _stats(tok: Tokenizer, lines: list[str], words: int, unk_id: int | None, scheme: str, prefix: str,
+def _encode(tok: Tokenizer, lines: list[str]) -> np.ndarray:
+    """All ids of the lines' encodings (no special tokens), concatenated."""
+    parts = [np.asarray(enc.ids, dtype=np.int64) for start in range(0, len(lines), _BATCH)
+             for enc in tok.encode_batch(lines[start:start + _BATCH], add_special_tokens=False)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _stats(tok: Tokenizer, ids: np.ndarray, words: int, unk_id: int | None, scheme: str, prefix: str,
            specials: set[int], hidden: int | None) -> TokenizerStats:
-    n_tok = n_unk = 0
-    for start in range(0, len(lines), _BATCH):
-        for enc in tok.encode_batch(lines[start:start + _BATCH], add_special_tokens=False):
-            n_tok += len(enc.ids)
-            if unk_id is not None:
-                n_unk += sum(1 for i in enc.ids if i == unk_id)
+    n_tok = len(ids)
+    n_unk = int((ids == unk_id).sum()) if unk_id is not None else 0
     size = tok.get_vocab_size(with_added_tokens=True)
     single = sum(1 for v, i in tok.get_vocab(with_added_tokens=True).items()
                  if i not in specials and not UNUSED_SLOT.match(v) and len(_surface(v, scheme, prefix)) == 1)
@@ -827,8 +830,10 @@ def _report(t: _Teacher, student: Tokenizer, student_config: dict, lines: list[s
     t_special = set(int(i) for i in aligner.teacher_roles.values()) | {a["id"] for a in t.specials}
     s_special = set(range(len(t.specials)))
     ss = detect_scheme(student)
-    t_stats = _stats(t.tok, lines, words, t_unk, t.scheme, t.prefix, t_special, t.hidden_size)
-    s_stats = _stats(student, lines, words, s_unk, ss.name, ss.continuation_prefix, s_special, t.hidden_size)
+    t_ids = _encode(t.tok, lines)
+    t_stats = _stats(t.tok, t_ids, words, t_unk, t.scheme, t.prefix, t_special, t.hidden_size)
+    s_stats = _stats(student, _encode(student, lines), words, s_unk, ss.name, ss.continuation_prefix, s_special,
+                     t.hidden_size)
     lengths = np.diff(aligner.table.offsets)
     entries = np.array([i for i, v in enumerate(aligner.teacher_vocab)
                         if i not in t_special and v and not UNUSED_SLOT.match(v)], dtype=np.int64)
@@ -840,9 +845,7 @@ def _report(t: _Teacher, student: Tokenizer, student_config: dict, lines: list[s
         unk_share = float(unk_rows[entries].mean())
     else:
         unk_share = 0.0
-    t_ids = [i for start in range(0, len(lines), _BATCH)
-             for enc in t.tok.encode_batch(lines[start:start + _BATCH], add_special_tokens=False) for i in enc.ids]
-    fert = float(lengths[np.asarray(t_ids, dtype=np.int64)].mean()) if t_ids else math.nan
+    fert = float(lengths[t_ids].mean()) if len(t_ids) else math.nan
     return VocabReport(
         out=str(out), algorithm=algorithm, requested_size=size, vocab_size=s_stats.vocab_size,
         teacher=str(teacher) if isinstance(teacher, (str, Path)) else type(teacher).__name__,
