@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -28,6 +29,17 @@ from vocabshrink.evaluate import (  # noqa: E402
     read_metrics,
     read_sts,
 )
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared, busy CI core every op would wait for a peer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _tiny_config(vocab: int, hidden: int, pad: int) -> BertConfig:
@@ -103,12 +115,13 @@ def small_report(tmp_path_factory, tiny_teacher, tiny_student, slices) -> EvalRe
     records.append({"step": 10, "eval_mlm_loss": 0.9, "eval_mlm_accuracy": 0.2, "eval_teacher_agreement": 0.5})
     text = "\n".join(json.dumps(r) for r in records) + '\n{"step": 11, "lo'  # a run killed mid-write
     (run / "metrics.jsonl").write_text(text, encoding="utf-8")
-    return evaluate(teacher=tiny_teacher, student=tiny_student, out=tmp_path_factory.mktemp("report"),
-                    corpus=[slices / "valid.txt"], sts=[slices / "sts.tsv"],
-                    tasks=[f"toy={slices / 'toy-train.tsv'},{slices / 'toy-test.tsv'}",
-                           ("sst2", str(slices / "sst2-train.tsv"), str(slices / "sst2-test.tsv"))],
-                    run=run, speed_shapes=((1, 16), (2, 16)), warmup=0, repeats=1, threads=1, batch_size=16,
-                    max_length=64, max_sentences=50)
+    with _one_thread():
+        return evaluate(teacher=tiny_teacher, student=tiny_student, out=tmp_path_factory.mktemp("report"),
+                        corpus=[slices / "valid.txt"], sts=[slices / "sts.tsv"],
+                        tasks=[f"toy={slices / 'toy-train.tsv'},{slices / 'toy-test.tsv'}",
+                               ("sst2", str(slices / "sst2-train.tsv"), str(slices / "sst2-test.tsv"))],
+                        run=run, speed_shapes=((1, 16), (2, 16)), warmup=0, repeats=1, threads=1, batch_size=16,
+                        max_length=64, max_sentences=50)
 
 
 def _hand_embed(model_dir: Path, sentences: list[str], max_length: int = 64) -> np.ndarray:
@@ -210,16 +223,17 @@ def test_report_files_and_plots(small_report):
 def test_minilm_against_itself_and_an_independent_pipeline(tmp_path, minilm_path, data_dir):
     """The real teacher: STS-B Spearman as computed by plain transformers; a model agrees fully with itself."""
     lines = (data_dir / "en" / "stsb" / "dev.tsv").read_text(encoding="utf-8").splitlines()
-    (tmp_path / "sts.tsv").write_text("\n".join(lines[:201]) + "\n", encoding="utf-8")
+    (tmp_path / "sts.tsv").write_text("\n".join(lines[:101]) + "\n", encoding="utf-8")
     a, b, gold = read_sts(tmp_path / "sts.tsv")
-    rep = evaluate(teacher=minilm_path, student=minilm_path, out=tmp_path / "r", corpus=[tmp_path / "sts.tsv"],
-                   sts=[tmp_path / "sts.tsv"], speed=False, plots=False, max_sentences=40, max_length=128)
-    e = _hand_embed(minilm_path, a + b, max_length=128)
-    expected = spearmanr(_cos(e[:200], e[200:]), gold).statistic
+    with _one_thread():
+        rep = evaluate(teacher=minilm_path, student=minilm_path, out=tmp_path / "r", corpus=[tmp_path / "sts.tsv"],
+                       sts=[tmp_path / "sts.tsv"], speed=False, plots=False, max_sentences=20, max_length=128)
+        e = _hand_embed(minilm_path, a + b, max_length=128)
+    expected = spearmanr(_cos(e[:100], e[100:]), gold).statistic
     (r,) = rep.sts
     assert r.teacher == pytest.approx(expected, abs=1e-4) and r.student == r.teacher
     assert r.retention == 1.0 and r.student_projected is None
-    assert r.teacher > 0.8  # 0.867 on the whole dev set
+    assert r.teacher > 0.75  # 0.867 on the whole dev set
     assert rep.fidelity.teacher_agreement == pytest.approx(1.0)
     assert rep.fidelity.student_mlm_accuracy is None  # MiniLM ships without an MLM head
     assert rep.size_ratio["params"] == 1.0
@@ -249,7 +263,8 @@ def test_read_metrics_skips_a_torn_last_line(tmp_path):
 
 
 def _quick(teacher, student, out, **kw):
-    return evaluate(teacher=teacher, student=student, out=out, speed=False, plots=False, **kw)
+    with _one_thread():
+        return evaluate(teacher=teacher, student=student, out=out, speed=False, plots=False, **kw)
 
 
 def test_bad_sts_and_task_files(tmp_path, tiny_teacher, tiny_student):
