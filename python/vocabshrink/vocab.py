@@ -214,7 +214,7 @@ def _scan(sources: list[str], read: dict, progress: bool) -> _Scan:
             if not line.strip():
                 continue
             buf.append(line)
-            if len(buf) >= 10 * _BATCH:
+            if len(buf) >= _BATCH:
                 flush()
                 n += len(buf)
                 bar.update(len(buf))
@@ -433,7 +433,7 @@ def build_vocab(
     min_frequency: int = 2,
     keep: str | os.PathLike | Iterable[str] | None = None,
     eval_corpus: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
-    eval_lines: int = 2000,
+    eval_lines: int = 1000,
     text_field: str = "text",
     errors: str = "strict",
     max_lines: int | None = None,
