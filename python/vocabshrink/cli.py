@@ -52,7 +52,7 @@ def cli(verbose: int) -> None:
 @click.option("--keep", type=click.Path(dir_okay=False), default=None,
               help="File of tokens (one a line) that must be in the vocabulary.")
 @click.option("--eval-corpus", multiple=True, help="Held-out text for the report (default: a slice of CORPUS).")
-@click.option("--eval-lines", type=int, default=2000, show_default=True, help="Lines in the evaluation sample.")
+@click.option("--eval-lines", type=int, default=1000, show_default=True, help="Lines in the evaluation sample.")
 @click.option("--text-field", default="text", show_default=True, help="Field that holds the text in .jsonl.")
 @click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
               help="Invalid UTF-8: stop with file and line, or replace.")
