@@ -49,6 +49,17 @@ def _tiny_bert(vocab: int, hidden: int, layers: int, seed: int, mlm: bool = True
     return BertForMaskedLM(cfg) if mlm else BertModel(cfg)
 
 
+def _with_own_specials(tok):
+    """A copy whose post-processor adds the student's own [CLS]/[SEP] (the fixture copies the teacher's ids)."""
+    from tokenizers import Tokenizer, processors
+
+    tok = Tokenizer.from_str(tok.to_str())
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return tok
+
+
 @pytest.fixture(scope="session")
 def lines(data_dir) -> list[str]:
     text = (data_dir / "en" / "wikitext2" / "valid.txt").read_text(encoding="utf-8").splitlines()
@@ -70,7 +81,7 @@ def models(tmp_path_factory, minilm_path, wordpiece_student, lines):
                 shutil.copy2(minilm_path / name, d / name)
     student = root / "student"
     _tiny_bert(wordpiece_student.get_vocab_size(), 24, 2, seed=2).save_pretrained(student)
-    wordpiece_student.save(str(student / "tokenizer.json"))
+    _with_own_specials(wordpiece_student).save(str(student / "tokenizer.json"))
     (student / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "BertTokenizerFast", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
         "mask_token": "[MASK]", "unk_token": "[UNK]", "do_lower_case": True}))
@@ -261,7 +272,7 @@ def test_shards_from_another_student_tokenizer_are_refused(models, tmp_path, wor
     other = tmp_path / "other-student"
     tok = train_student("wordpiece", [str(data_dir / "en" / "wikitext2" / "valid.txt")], 500)
     _tiny_bert(tok.get_vocab_size(), 24, 1, seed=4).save_pretrained(other)
-    tok.save(str(other / "tokenizer.json"))
+    _with_own_specials(tok).save(str(other / "tokenizer.json"))
     with pytest.raises(ShardError):
         _run(models, tmp_path / "k", student=other)
 
