@@ -39,6 +39,8 @@ _LAZY = {
     "teacher_agreement": "agreement",
     "span_mean": "losses",
     "chunk_mean": "losses",
+    "distill": "train",
+    "TrainingReport": "train",
     "EvalReport": "evaluate",
     "DemoReport": "demo",
 }
