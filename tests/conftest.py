@@ -43,7 +43,6 @@ def train_student(kind: str, files: list[str], size: int, teacher=None):
         if teacher is not None:
             tok.normalizer = teacher.normalizer
             tok.pre_tokenizer = teacher.pre_tokenizer
-            tok.post_processor = teacher.post_processor
         tok.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(vocab_size=size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     elif kind == "bytelevel":
@@ -61,6 +60,14 @@ def train_student(kind: str, files: list[str], size: int, teacher=None):
     else:
         raise ValueError(kind)
     tok.train(files, trainer)
+    # The post-processor goes on after training, with the student's own special ids.
+    from tokenizers import processors
+
+    cls_, sep_ = ("[CLS]", "[SEP]") if kind == "wordpiece" else ("<s>", "</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls_} $A {sep_}", pair=f"{cls_} $A {sep_} $B:1 {sep_}:1",
+        special_tokens=[(cls_, tok.token_to_id(cls_)), (sep_, tok.token_to_id(sep_))],
+    )
     return tok
 
 
