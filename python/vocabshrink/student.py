@@ -11,7 +11,9 @@ other way (`Aligner.from_tokenizers(student, teacher)`), then:
 
 - copied: the student token is also a teacher token (same surface, same
   word-start flag): the teacher's row is copied;
-- subword mean: otherwise, the mean of the teacher rows of its split;
+- subword mean: otherwise, the mean of the teacher rows of its split (a token
+  with no split as it is, e.g. "Hello" against an uncased teacher, is split
+  again after the teacher's normalizer: "hello");
 - special: special tokens take the teacher row of the same role
   ([CLS] ~ <s>, [SEP] ~ </s>, [PAD], [MASK], [UNK]);
 - fallback: a token the teacher cannot split (its split is the teacher's
@@ -325,9 +327,13 @@ def build_token_map(
         else:
             kinds[sid] = _FALLBACK
             unmatched.append(al.teacher_vocab[sid])
-    for sid, tok in enumerate(al.teacher_vocab):
-        if UNUSED_SLOT.match(tok) and sid not in s_special:
-            kinds[sid] = _FALLBACK
+    unused = {sid for sid, tok in enumerate(al.teacher_vocab) if UNUSED_SLOT.match(tok) and sid not in s_special}
+    kinds[list(unused)] = _FALLBACK
+    # A cased student against an uncased teacher: "Hello" has no split as it is, but the teacher would
+    # see "hello". Retry such tokens with the teacher's normalizer applied to the surface.
+    retry = [sid for sid in np.flatnonzero(kinds == _FALLBACK) if sid not in s_special and sid not in unused]
+    if retry and teacher.normalizer is not None:
+        offsets, ids = _resplit_normalized(al, teacher, retry, kinds, offsets, ids)
     if unmatched:
         log.warning("student special tokens with no teacher counterpart start as fallback rows: %s", unmatched)
     t_special = set(special_ids(teacher))
@@ -336,6 +342,42 @@ def build_token_map(
     if base_rows.size == 0:
         base_rows = np.arange(len(al.student_vocab), dtype=np.int64)
     return TokenMap(offsets=offsets, ids=ids, kinds=kinds, base_rows=base_rows)
+
+
+def _resplit_normalized(al: Any, teacher: "Tokenizer", sids: list[int], kinds: np.ndarray, offsets: np.ndarray,
+                        ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split the surfaces of `sids`, normalised as the teacher normalises text; found splits become subword means."""
+    from . import _core
+
+    scheme = al.teacher_scheme  # the student's scheme (the aligner runs student -> teacher)
+    found: dict[int, list[int]] = {}
+    for sid in sids:
+        surface, word_start, valid = _core.parse_token(al.teacher_vocab[sid], scheme.name,
+                                                       scheme.continuation_prefix, scheme.metaspace_replacement)
+        if not valid or not surface:
+            continue
+        try:
+            text = surface.decode("utf-8")
+        except UnicodeDecodeError:  # a byte piece of a longer character
+            continue
+        normalized = teacher.normalizer.normalize_str(text)
+        if normalized == text or not normalized:
+            continue
+        pieces = al.splitter.split(normalized.encode("utf-8"), word_start)
+        if pieces and al.student_roles.get("unk", -1) not in pieces:
+            found[int(sid)] = pieces
+    if not found:
+        return offsets, ids
+    lengths = np.diff(offsets)
+    parts = [ids[offsets[i]:offsets[i + 1]] for i in range(len(lengths))]
+    for sid, pieces in found.items():
+        parts[sid] = np.asarray(pieces, dtype=np.int64)
+        lengths[sid] = len(pieces)
+        kinds[sid] = _SUBWORD
+    new_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    log.info("%d student tokens split after the teacher's normalizer (e.g. case folding)", len(found))
+    return new_offsets, np.concatenate(parts).astype(np.int64)
 
 
 def _check_student_tokenizer(tok: "Tokenizer", roles: dict[str, int], where: str) -> None:
