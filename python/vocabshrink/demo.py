@@ -55,9 +55,9 @@ class DemoSettings:
     @classmethod
     def for_mode(cls, quick: bool) -> "DemoSettings":
         if quick:
-            return cls(corpus_chars=300_000, vocab_size=2000, max_length=64, layers=2, hidden=128, heads=4,
-                       intermediate=256, batch_size=8, max_steps=8, warmup_steps=2, lr=5e-4, eval_sentences=64,
-                       speed_shapes=((1, 64), (4, 64)), repeats=1, max_train=500)
+            return cls(corpus_chars=150_000, vocab_size=1500, max_length=64, layers=2, hidden=64, heads=4,
+                       intermediate=128, batch_size=4, max_steps=4, warmup_steps=1, lr=5e-4, eval_sentences=32,
+                       speed_shapes=((1, 32), (2, 32)), repeats=1, max_train=500)
         # The model card's tiny shape (3 layers, 264 wide); about 10 minutes on 2 CPU cores.
         return cls(corpus_chars=3_000_000, vocab_size=5000, max_length=128, layers=3, hidden=264, heads=12,
                    intermediate=792, batch_size=16, max_steps=250, warmup_steps=25, lr=5e-4, eval_sentences=500,
@@ -136,6 +136,7 @@ def default_corpus(out: str | os.PathLike, max_chars: int = 3_000_000, valid_sha
     roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
     seen: set[str] = set()
     sizes = {"train": 0, "valid": 0}
+    limits = {"train": max_chars, "valid": max(int(valid_share * max_chars), 5_000)}
     tmp = {k: out_dir / f".{k}.txt.tmp" for k in sizes}
     handles = {k: open(tmp[k], "w", encoding="utf-8") for k in sizes}
     try:
@@ -145,6 +146,8 @@ def default_corpus(out: str | os.PathLike, max_chars: int = 3_000_000, valid_sha
             for file in _python_files(root):
                 rel = file.relative_to(root).as_posix()
                 part = "valid" if (zlib.crc32(rel.encode()) % 10_000) < valid_share * 10_000 else "train"
+                if sizes[part] >= limits[part]:
+                    continue
                 for doc in _docstrings(file):
                     paras = [p for p in _prose(doc) if p not in seen]
                     if not paras:
@@ -153,14 +156,14 @@ def default_corpus(out: str | os.PathLike, max_chars: int = 3_000_000, valid_sha
                     text = "\n".join(paras) + "\n\n"
                     handles[part].write(text)
                     sizes[part] += len(text)
-                if sizes["train"] >= max_chars:
+                if all(sizes[k] >= limits[k] for k in sizes):
                     break
-            if sizes["train"] >= max_chars:
+            if all(sizes[k] >= limits[k] for k in sizes):
                 break
     finally:
         for fh in handles.values():
             fh.close()
-    if sizes["train"] < 50_000 or sizes["valid"] < 2_000:
+    if sizes["train"] < min(max_chars, 50_000) or sizes["valid"] < 2_000:
         for f in tmp.values():
             f.unlink(missing_ok=True)
         raise CorpusError(f"found only {sizes['train']:,} characters of docstrings in {', '.join(map(str, roots))}; "
@@ -270,11 +273,11 @@ def demo(
     report.seconds["distill"] = time.perf_counter() - t0
 
     t0 = stage("evaluate", root / "report")
-    if sts is None:
+    if sts is None and not quick:
         stsb = _data_dir() / "en" / "stsb" / "dev.tsv"
         sts = [str(stsb)] if stsb.is_file() else []
     report.evaluation = evaluate(teacher=teacher_dir, student=trained.final_dir, out=str(root / "report"),
-                                 corpus=valid_files, sts=list(sts), tasks=list(tasks or ()), run=str(root / "run"),
+                                 corpus=valid_files, sts=list(sts or ()), tasks=list(tasks or ()), run=str(root / "run"),
                                  shards=[str(root / "shards")], device=device, seed=seed,
                                  max_length=cfg.max_length, max_sentences=cfg.eval_sentences,
                                  max_train=cfg.max_train, speed_shapes=cfg.speed_shapes, repeats=cfg.repeats,

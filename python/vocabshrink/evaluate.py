@@ -787,7 +787,8 @@ def _plot_losses(records: list[dict], out: Path) -> Path | None:
         for key, val in rec.items():
             if not isinstance(val, (int, float)) or isinstance(val, bool) or not math.isfinite(val):
                 continue
-            target = losses if "loss" in key else scores if key.startswith("eval_") else None
+            is_loss = "loss" in key or key.endswith(("_mse", "_kl"))
+            target = losses if is_loss else scores if key.startswith("eval_") else None
             if target is not None:
                 xs, ys = target.setdefault(key, ([], []))
                 xs.append(float(step))
