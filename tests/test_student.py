@@ -514,11 +514,10 @@ def minilm_student_tok(data_dir, minilm_tokenizer, tmp_path_factory):
 
     tok = train_student("wordpiece", [str(data_dir / "en" / "wikitext2" / "valid.txt")], 3000, minilm_tokenizer)
     folder = tmp_path_factory.mktemp("minilm-student")
-    save_tokenizer(tok, folder / "broken")  # the helper keeps the teacher's template ids
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
-    return save_tokenizer(tok, folder / "ok"), folder / "broken"
+    save_tokenizer(tok, folder / "ok")
+    tok.post_processor = minilm_tokenizer.post_processor  # the teacher's template: [CLS] = 101, [SEP] = 102
+    save_tokenizer(tok, folder / "broken")
+    return folder / "ok", folder / "broken"
 
 
 def test_minilm_teacher(minilm_path, minilm_student_tok, data_dir, tmp_path):
