@@ -743,7 +743,7 @@ def _plot_quality(report: EvalReport, out: Path) -> Path | None:
         groups.append((f"{r.name} probe (accuracy)", ["teacher", "student", "TF-IDF"], [r.teacher, r.student, r.tfidf]))
     if not groups:
         return None
-    fig, ax = _figure(1, len(groups), 4 * len(groups), 4)
+    fig, ax = _figure(1, len(groups), max(5.5, 4 * len(groups)), 4.5)
     colors = {"teacher": "#4c72b0", "student": "#dd8452", "student\nprojected": "#c44e52", "TF-IDF": "#8c8c8c"}
     for a, (title, names, vals) in zip(ax[0], groups):
         bars = a.bar(names, vals, color=[colors[n] for n in names])
