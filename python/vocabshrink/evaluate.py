@@ -233,13 +233,13 @@ class _Loaded:
     pad_id: int
     mask_id: int | None
     special: set[int]
-    max_length: int
+    max_length: int  # tokens per sentence for the quality measures
     has_mlm_head: bool
+    positions: int  # the model's position embeddings: the longest input it takes
 
 
 def _load(path: str | os.PathLike, device: Any, max_length: int) -> _Loaded:
     """Load a model directory (or hub id) with its tokenizer; an MLM head is kept when the checkpoint has one."""
-    import torch
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
     src = str(path)
@@ -263,9 +263,8 @@ def _load(path: str | os.PathLike, device: Any, max_length: int) -> _Loaded:
         raise ModelError(f"{src}: the tokenizer has {tok.get_vocab_size(with_added_tokens=True)} tokens but the "
                          f"model only {config.vocab_size} embeddings: tokenizer and model do not belong together")
     limit = int(getattr(config, "max_position_embeddings", max_length) or max_length)
-    torch.set_grad_enabled(False)
     return _Loaded(src, model, encoder, tok, roles["pad"], roles.get("mask"), set(roles.values()),
-                   min(max_length, limit), has_mlm)
+                   min(max_length, limit), has_mlm, limit)
 
 
 def _encode(m: _Loaded, sentences: Sequence[str]) -> list[list[int]]:
@@ -461,17 +460,20 @@ def _speed(teacher: _Loaded, student: _Loaded, shapes: Sequence[tuple[int, int]]
     threads = threads or torch.get_num_threads()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
-    results = {}
+    results: dict[str, dict[tuple[str, int, int], dict]] = {}
+    fitted: dict[str, list[tuple[int, int]]] = {}
     for who, m in (("teacher", teacher), ("student", student)):
-        fitted = [(b, min(s, m.max_length)) for b, s in shapes]
-        results[who] = {(r["device"], r["batch"]): r for r in _measure_speed(m.path, fitted, devices, warmup, repeats,
-                                                                            threads, seed)}
+        # A shape longer than the model's position embeddings runs at the longest it takes.
+        fitted[who] = [(b, min(s, m.positions)) for b, s in shapes]
+        results[who] = {(r["device"], r["batch"], r["seq_len"]): r
+                        for r in _measure_speed(m.path, fitted[who], devices, warmup, repeats, threads, seed)}
     for device in devices:
-        for batch, seq in shapes:
-            t, s = results["teacher"][(device, batch)], results["student"][(device, batch)]
-            rows.append(SpeedRow(device, batch, min(t["seq_len"], s["seq_len"]) if t["seq_len"] != s["seq_len"] else seq,
-                                 t["ms"], s["ms"], t["ms"] / max(s["ms"], 1e-9), t["peak_mb"], s["peak_mb"],
-                                 t["peak_mb"] / max(s["peak_mb"], 1e-9)))
+        for (batch, t_seq), (_, s_seq) in zip(fitted["teacher"], fitted["student"]):
+            t, s = results["teacher"][(device, batch, t_seq)], results["student"][(device, batch, s_seq)]
+            if t_seq != s_seq:
+                log.warning("speed at batch %d: teacher runs %d tokens, the student at most %d", batch, t_seq, s_seq)
+            rows.append(SpeedRow(device, batch, min(t_seq, s_seq), t["ms"], s["ms"], t["ms"] / max(s["ms"], 1e-9),
+                                 t["peak_mb"], s["peak_mb"], t["peak_mb"] / max(s["peak_mb"], 1e-9)))
     method = (f"encoder forward pass (no MLM head) on random token ids with a full attention mask, one fresh process "
               f"per model, {threads} CPU thread(s), torch {torch.__version__}; {warmup} warm-up pass(es), then the "
               f"median of {repeats} timed passes (time.perf_counter, torch.inference_mode, fp32). CPU peak memory: "
@@ -648,8 +650,9 @@ def _mlm_accuracy(m: _Loaded, sentences: Sequence[str], batch_size: int, device:
         if not chosen.any():
             continue
         inputs = np.where(chosen, m.mask_id, arr)
-        logits = m.model(input_ids=torch.from_numpy(inputs).to(device),
-                         attention_mask=torch.from_numpy(mask).to(device)).logits
+        with torch.inference_mode():
+            logits = m.model(input_ids=torch.from_numpy(inputs).to(device),
+                             attention_mask=torch.from_numpy(mask).to(device)).logits
         pred = logits.argmax(-1).cpu().numpy()
         hits += int((pred[chosen] == arr[chosen]).sum())
         total += int(chosen.sum())
