@@ -520,6 +520,7 @@ def build_vocab(
         stream = _train_stream(paths, read, held, sample_every, eval_lines if eval_source == "training" else 0,
                                held_out if eval_corpus is None else [], train_sample, scan.lines, progress)
         if algorithm == "trim":
+            notes.append("trim keeps teacher tokens: --coverage and --min-frequency do not apply")
             student, trim_map = _trim(t, layout, stream, size, keep_tokens, alphabet, notes)
         else:
             student = _train(t, layout, algorithm, stream, size, alphabet, dropped, min_frequency, keep_tokens,
@@ -531,8 +532,9 @@ def build_vocab(
 
     vocab_size = student.get_vocab_size(with_added_tokens=True)
     if vocab_size < size:
-        notes.append(f"the corpus supports only {vocab_size:,} tokens, not {size:,} "
-                     f"(every token it can learn{' at --min-frequency ' + str(min_frequency) if min_frequency > 1 and algorithm != 'trim' else ''} is in)")
+        at = f" at --min-frequency {min_frequency}" if min_frequency > 1 and algorithm != "trim" else ""
+        notes.append(f"the corpus supports only {vocab_size:,} tokens, not {size:,} (every token it can learn{at} "
+                     "is in)")
         log.warning(notes[-1])
     student_config = _write_tokenizer(out, student, t, layout, trim_map)
     report = _report(t, student, student_config, held_out, out, algorithm, size, teacher, sources, scan.lines,
@@ -610,7 +612,8 @@ def _finish_wordpiece(t: _Teacher, layout: _Layout, model: dict, size: int, keep
     specials = [a["content"] for a in t.specials]
     prefix = layout.prefix or "##"
     trained = [v for v in sorted(vocab, key=vocab.get) if v not in specials]
-    is_single = {v for v in trained if len(_surface(v, "wordpiece", prefix)) == 1 and (len(v) == 1 or v.startswith(prefix))}
+    is_single = {v for v in trained
+                 if len(_surface(v, "wordpiece", prefix)) == 1 and (len(v) == 1 or v.startswith(prefix))}
     single = sorted(is_single, key=lambda v: (v.startswith(prefix), v))
     keep = [k for k in keep if k not in specials and k not in is_single]
     keep_new = [k for k in keep if k not in vocab]
@@ -642,8 +645,8 @@ def _finish_bpe(t: _Teacher, layout: _Layout, model: dict, size: int, alphabet: 
         if merged.pop() not in merged:
             by_id.pop()
     if len(by_id) > size:
-        raise ConfigError(f"--size {size} is too small for {len(specials)} special tokens and {len(by_id) - len(specials)} "
-                          "alphabet tokens; lower --coverage or raise --size")
+        raise ConfigError(f"--size {size} is too small for {len(specials)} special tokens and "
+                          f"{len(by_id) - len(specials)} alphabet tokens; lower --coverage or raise --size")
     new_model = {**model, "vocab": {v: i for i, v in enumerate(by_id)}, "merges": merges}
     return _assemble(t, layout, new_model)
 
@@ -680,7 +683,8 @@ def _finish_unigram(t: _Teacher, layout: _Layout, model: dict, size: int, alphab
     unk_id = specials.index(t.unk) if t.unk in specials else None
     if unk_id is None:
         notes.append("the teacher has no unknown token: characters outside the alphabet cannot be encoded")
-    new_model = {"type": "Unigram", "unk_id": unk_id, "vocab": vocab, "byte_fallback": model.get("byte_fallback", False)}
+    new_model = {"type": "Unigram", "unk_id": unk_id, "vocab": vocab,
+                 "byte_fallback": model.get("byte_fallback", False)}
     return _assemble(t, layout, new_model)
 
 
