@@ -99,15 +99,34 @@ def _walk(node: Any, kind: str) -> list[dict]:
     return found
 
 
+def _state(component: Any) -> dict | None:
+    """A tokenizer component (pre-tokenizer, decoder, model) as JSON, without serialising the whole tokenizer."""
+    if component is None:
+        return None
+    raw = component.__getstate__()
+    return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+
+
+def _model_info(tok: Tokenizer) -> tuple[str, dict]:
+    """The model's type and its small settings (Unigram keeps them only in its full state)."""
+    model = tok.model
+    mtype = type(model).__name__
+    if mtype == "Unigram":
+        state = _state(model) or {}
+        return mtype, {k: v for k, v in state.items() if k != "vocab"}
+    info = {}
+    for key in ("continuing_subword_prefix", "byte_fallback", "unk_token", "end_of_word_suffix"):
+        info[key] = getattr(model, key, None)
+    return mtype, info
+
+
 def detect_scheme(tok: Tokenizer | TokenizerLike) -> TokenScheme:
     """Read the token scheme from the tokenizer's model, pre-tokenizer and decoder."""
     if not isinstance(tok, Tokenizer):
         tok = load_tokenizer(tok)
-    spec = tokenizer_json(tok)
-    model = spec.get("model") or {}
-    mtype = model.get("type")
+    mtype, model = _model_info(tok)
     byte_fallback = bool(model.get("byte_fallback", False))
-    pre, dec = spec.get("pre_tokenizer"), spec.get("decoder")
+    pre, dec = _state(tok.pre_tokenizer), _state(tok.decoder)
     if _walk(pre, "ByteLevel") or _walk(dec, "ByteLevel"):
         return TokenScheme("bytelevel", byte_fallback=byte_fallback)
     meta = _walk(pre, "Metaspace") or _walk(dec, "Metaspace")
@@ -153,11 +172,11 @@ def special_tokens(tok: Tokenizer, config: dict | None = None) -> dict[str, int]
             idx = tok.token_to_id(value)
             if idx is not None:
                 roles[role] = idx
-    for added in tokenizer_json(tok).get("added_tokens") or []:
-        role = _ROLE_BY_CONTENT.get(added.get("content"))
-        if role and added.get("special", False) and role not in roles:
-            roles[role] = added["id"]
-    model = tokenizer_json(tok).get("model") or {}
+    for idx, added in sorted(tok.get_added_tokens_decoder().items()):
+        role = _ROLE_BY_CONTENT.get(added.content)
+        if role and added.special and role not in roles:
+            roles[role] = idx
+    _, model = _model_info(tok)
     unk = model.get("unk_token")
     if "unk" not in roles and isinstance(unk, str) and tok.token_to_id(unk) is not None:
         roles["unk"] = tok.token_to_id(unk)
@@ -168,7 +187,7 @@ def special_tokens(tok: Tokenizer, config: dict | None = None) -> dict[str, int]
 
 def special_ids(tok: Tokenizer) -> list[int]:
     """Ids of every special added token (roles or not)."""
-    return sorted(a["id"] for a in tokenizer_json(tok).get("added_tokens") or [] if a.get("special", False))
+    return sorted(idx for idx, added in tok.get_added_tokens_decoder().items() if added.special)
 
 
 def read_config(source: TokenizerLike) -> dict:
