@@ -81,6 +81,8 @@ CASES = [
     ("minilm", "wikitext", "trim", 1500),
     ("cased", "wikitext", None, 1000),
     ("cased", "ruslit", "unigram", 1000),
+    ("cased", "ruslit", "bpe", 1000),
+    ("cased", "wikitext", "trim", 800),
 ]
 
 

@@ -85,10 +85,7 @@ def iter_lines(
         fh = _open_binary(path)
         try:
             for lineno, raw in enumerate(fh, start=1):
-                try:
-                    line = _decode(raw, path, lineno, errors).rstrip("\r\n")
-                except CorpusError:
-                    raise
+                line = _decode(raw, path, lineno, errors).rstrip("\r\n")
                 if is_jsonl:
                     if not line.strip():
                         continue
