@@ -351,6 +351,9 @@ def test_cli_jsonl_gz_folder_and_stdin(tmp_path, minilm_path, wikitext):
     assert VocabReport.load(tmp_path / "o2" / "vocab_report.json").lines_read == 300
     # same text, same tokenizer, whatever the container
     assert (tmp_path / "o1" / "tokenizer.json").read_bytes() == (tmp_path / "o2" / "tokenizer.json").read_bytes()
+    res = runner.invoke(cli, ["build-vocab", "-", "--teacher", str(minilm_path), "--size", "700",
+                              "--out", str(tmp_path / "o3"), "--no-progress"], input="\n \n")
+    assert res.exit_code == 1 and "error: -: the corpus is empty" in res.output
 
 
 def test_cli_help_and_errors(tmp_path, minilm_path):

@@ -193,7 +193,7 @@ class _Scan:
     chars: Counter
 
 
-def _scan(sources: list[str], read: dict, progress: bool) -> _Scan:
+def _scan(sources: list[str], read: dict, progress: bool, what: str) -> _Scan:
     """Pass 1: count non-blank lines and raw characters (memory bounded by the character set)."""
     counts = np.zeros(256, dtype=np.int64)  # by code point, grown on demand
     n = 0
@@ -224,7 +224,7 @@ def _scan(sources: list[str], read: dict, progress: bool) -> _Scan:
         bar.update(len(buf))
     chars = Counter({chr(int(c)): int(counts[c]) for c in np.flatnonzero(counts)})
     if n == 0:
-        raise CorpusError(f"{', '.join(sources)}: the corpus is empty (no line holds any text)")
+        raise CorpusError(f"{what}: the corpus is empty (no line holds any text)")
     return _Scan(n, chars)
 
 
@@ -484,7 +484,7 @@ def build_vocab(
                     fh.write(line + "\n")
             paths = [str(spill) if p == "-" else p for p in paths]
             read = {**read, "text_field": "text"}
-        scan = _scan(paths, read, progress)
+        scan = _scan(paths, read, progress, ", ".join(map(str, sources)))
         counts = _normalized_counts(_trainer_tokenizer(t, layout), scan.chars)
         keep_chars = {c for tok_ in keep_tokens for c in _surface(tok_, t.scheme, t.prefix)}
         if layout.byte_alphabet:
