@@ -308,6 +308,16 @@ def test_size_too_small_for_alphabet(tmp_path, minilm_path, wikitext):
 def test_unknown_teacher(tmp_path, wikitext):
     with pytest.raises(TokenizerError, match="no-such-teacher"):
         build_vocab([wikitext], size=100, teacher=tmp_path / "no-such-teacher", out=tmp_path / "o")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_text('{"model": {"type": "WordPiece"', encoding="utf-8")
+    with pytest.raises(TokenizerError, match="not a valid tokenizer.json"):
+        build_vocab([wikitext], size=100, teacher=broken, out=tmp_path / "o")
+
+
+def test_missing_keep_file(tmp_path, minilm_path, wikitext):
+    with pytest.raises(ConfigError, match="keep.txt: --keep file not found"):
+        build_vocab([wikitext], size=100, teacher=minilm_path, out=tmp_path / "o", keep=tmp_path / "keep.txt")
 
 
 def test_bad_options(tmp_path, minilm_path, wikitext, build):
