@@ -249,6 +249,12 @@ def test_teachers_of_other_families(tmp_path, wikitext, kind, expected):
     tok = Tokenizer.from_file(str(tmp_path / "o" / "tokenizer.json"))
     line = _sample_lines(wikitext, 3)[2]
     assert tok.decode(tok.encode(line).ids).strip() != ""
+    build_vocab([wikitext], size=400, teacher=teacher, out=tmp_path / "t", max_lines=800, algorithm="trim",
+                progress=False)
+    trimmed = Tokenizer.from_file(str(tmp_path / "t" / "tokenizer.json"))
+    text = "Quizzical zebras ~ {jump}!"
+    if kind == "bytelevel":  # every byte symbol stays: nothing can be lost, only split finer
+        assert trimmed.decode(trimmed.encode(text).ids).strip() == text
 
 
 def test_shortfall_is_reported(tmp_path, minilm_path):

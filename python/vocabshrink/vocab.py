@@ -734,6 +734,11 @@ def _trim(t: _Teacher, layout: _Layout, stream: Iterator[list[str]], size: int, 
         return out
 
     kept: set[str] = {a["content"] for a in t.specials}
+    if layout.byte_alphabet:  # byte-level: every text is made of these 256 symbols, none may go missing
+        kept |= {c for c in pre_tokenizers.ByteLevel.alphabet() if c in vocab}
+        if len(kept) > size:
+            raise ConfigError(f"--size {size} is too small for {len(t.specials)} special tokens and the 256 byte "
+                              "symbols of a byte-level tokenizer; raise --size")
     for k in keep:
         if k not in vocab:
             raise ConfigError(f"--keep token {k!r} is not in the teacher's vocabulary (trim keeps teacher tokens)")
