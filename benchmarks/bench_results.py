@@ -198,6 +198,9 @@ def run_row(runner: Runner, a: argparse.Namespace, row: Row, teacher: str, steps
     if row.variant not in steps_for:
         minutes = a.variant_minutes if row.variant else a.minutes
         if s_per_step[0] is None:
+            if runner.dry_run and not (a.work / "calibration.json").exists():
+                raise SystemExit("--dry-run/--table-only with --minutes needs WORK/calibration.json from a real run; "
+                                 "pass --max-steps and --variant-max-steps")
             s_per_step[0] = calibrate(runner, a, student, shards, teacher)
         steps_for[row.variant] = max(1, math.floor(minutes * 60 / s_per_step[0]))
         log.info("%s rows: %d steps for %.1f minutes", "variant" if row.variant else "main", steps_for[row.variant],
@@ -223,11 +226,36 @@ def run_row(runner: Runner, a: argparse.Namespace, row: Row, teacher: str, steps
 
     result = {"row": row.name, "size": row.size, "note": row.note, "variant": row.variant, "steps": steps,
               "commands": commands, "timings": timings}
-    if not runner.dry_run:
+    if (ev / "report.json").exists():
         result["report"] = json.loads((ev / "report.json").read_text())
         result["training"] = json.loads((run / "training_report.json").read_text())
         result["init"] = json.loads((student / "init_report.json").read_text())
     return result
+
+
+def best_retention(rep: dict) -> float | None:
+    """STS-B retention of the student's better embedding (raw, or projected into the teacher's space)."""
+    if not rep["sts"]:
+        return None
+    vals = [v for v in (rep["sts"][0].get("retention"), rep["sts"][0].get("retention_projected")) if v is not None]
+    return max(vals) if vals else None
+
+
+def met(rep: dict) -> bool:
+    """The issue's goal: at least 3x fewer parameters than the teacher and 97% of its STS-B dev Spearman."""
+    r = best_retention(rep)
+    return rep["size_ratio"]["params"] >= 3.0 and r is not None and r >= 0.97
+
+
+def goal(results: list[dict]) -> str:
+    done = [r for r in results if "report" in r]
+    if not done:
+        return "goal: no finished rows"
+    best = max(done, key=lambda r: best_retention(r["report"]) or -1.0)
+    rep = best["report"]
+    return (f"goal (>= 3x fewer parameters, >= 97% of the teacher's STS-B dev Spearman): "
+            f"{'met' if any(met(r['report']) for r in done) else 'not met'}; best row {best['row']}: "
+            f"{rep['size_ratio']['params']:.2f}x fewer parameters, {best_retention(rep):.1%} retention")
 
 
 def _f(x: float | None, fmt: str = "{:.3f}") -> str:
@@ -245,13 +273,13 @@ def table(results: list[dict]) -> str:
     sts_t = t0["sts"][0]["teacher"] if t0["sts"] else None
     probe_t = t0["tasks"][0] if t0["tasks"] else None
     head = ("| model | params (M) | teacher / student params | speed-up 1x512 | speed-up 16x512 | memory ratio 16x512 "
-            "| agreement before / after | STS-B raw | STS-B projected | retention | SST-2 probe | distill steps (min) |")
+            "| agreement before / after | STS-B raw | STS-B projected | retention (best of raw, projected) | SST-2 probe | goal met | distill steps (min) |")
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     lines.append(f"| teacher (MiniLM-L6) | {t_size['params_m']:.2f} | 1.00x | | | | 1 | {_f(sts_t, '{:.4f}')} | "
-                 f"| 100% | {_f(probe_t['teacher'] if probe_t else None)} | |")
+                 f"| 100% | {_f(probe_t['teacher'] if probe_t else None)} | | |")
     if t0["sts"] or probe_t:
         lines.append(f"| TF-IDF baseline | | | | | | | {_f(t0['sts'][0]['tfidf'] if t0['sts'] else None, '{:.4f}')} "
-                     f"| | | {_f(probe_t['tfidf'] if probe_t else None)} | |")
+                     f"| | | {_f(probe_t['tfidf'] if probe_t else None)} | | |")
     for r in done:
         rep, tr = r["report"], r["training"]
         speed = rep["speed"] or speed_of.get(r["size"], [])
@@ -259,9 +287,7 @@ def table(results: list[dict]) -> str:
         by_shape = {(s["batch"], s["seq_len"]): s for s in speed}
         s1, s16 = by_shape.get((1, 512)), by_shape.get((16, 512))
         sts = rep["sts"][0] if rep["sts"] else {}
-        retention = sts.get("retention_projected")
-        if retention is None or (sts.get("retention") or 0) > retention:
-            retention = sts.get("retention")
+        retention = best_retention(rep)
         probe = rep["tasks"][0]["student"] if rep["tasks"] else None
         before = _first_number(r["init"].get("agreement"))
         after = rep["fidelity"]["teacher_agreement"] if rep["fidelity"] else None
@@ -272,6 +298,7 @@ def table(results: list[dict]) -> str:
             f"| {_f(s16['memory_ratio'] if s16 else None, '{:.2f}x')}{mark if s16 else ''} "
             f"| {_f(before)} / {_f(after)} | {_f(sts.get('student'), '{:.4f}')} "
             f"| {_f(sts.get('student_projected'), '{:.4f}')} | {_f(retention, '{:.1%}')} | {_f(probe)} "
+            f"| {'yes' if met(rep) else 'no'} "
             f"| {tr['steps']} ({tr['elapsed_s'] / 60:.1f}) |")
     lines += ["", "† same architecture as the main row of that vocabulary size: its speed and memory are that row's.",
               "", "Commands (run from the repository root; `vocabshrink` is `.venv/bin/vocabshrink`):", ""]
@@ -333,6 +360,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-md", type=Path, default=ROOT / "benchmarks" / "results" / "results.md")
     p.add_argument("--dry-run", action="store_true", help="Print the commands without running them.")
+    p.add_argument("--table-only", action="store_true",
+                   help="Run nothing; rebuild the table from the rows whose evaluation is finished.")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if a.align_max_lines is None:
@@ -350,7 +379,7 @@ def main() -> None:
     if a.rows:
         wanted = {s.strip() for s in a.rows.split(",")}
         rows = [r for r in rows if r.name in wanted]
-    runner = Runner(a.work, a.dry_run)
+    runner = Runner(a.work, a.dry_run or a.table_only)
     steps_for: dict[bool, int] = {}
     if a.max_steps:
         steps_for[False] = a.max_steps
@@ -369,17 +398,20 @@ def main() -> None:
         if a.dry_run:
             print("\n".join(results[-1]["commands"]))
             continue
+        if "report" not in results[-1]:
+            continue
         md = table(results)
         header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPU cores (load average "
                   f"{os.getloadavg()[0]:.1f}); {time.time() - started:.0f} s so far.\n\n")
         tmp = a.out_md.with_suffix(".tmp")
-        tmp.write_text(header + md)
+        tmp.write_text(header + goal(results) + "\n\n" + md)
         os.replace(tmp, a.out_md)
         slim = [{k: v for k, v in r.items() if k not in ("init",)} for r in results]
         tmp = json_out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(a).items()}, "rows": slim}, indent=2))
         os.replace(tmp, json_out)
     if not a.dry_run:
+        print(goal(results))
         print(table(results))
         print(f"written: {a.out_md} and {json_out}")
 
