@@ -7,6 +7,7 @@ result exactly `size` tokens, and writes a Hugging Face tokenizer directory.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -503,7 +504,8 @@ def build_vocab(
         eval_source = "held-out"
         if eval_corpus is not None:
             esrc = [eval_corpus] if isinstance(eval_corpus, (str, os.PathLike)) else list(eval_corpus)
-            held_out = [ln for ln in iter_lines(esrc, text_field=text_field, errors=errors) if ln.strip()][:eval_lines]
+            held_out = list(itertools.islice(
+                (ln for ln in iter_lines(esrc, text_field=text_field, errors=errors) if ln.strip()), eval_lines))
             if not held_out:
                 raise CorpusError(f"{', '.join(map(str, esrc))}: the evaluation corpus is empty")
             eval_source = "eval-corpus"
