@@ -7,6 +7,19 @@
 
 namespace vs {
 
+namespace {
+// 1/n without a division for the usual short spans.
+struct Reciprocals {
+  float r[64];
+  Reciprocals() {
+    r[0] = 0.0f;
+    for (int i = 1; i < 64; ++i) r[i] = 1.0f / static_cast<float>(i);
+  }
+};
+const Reciprocals kRecip;
+inline float recip(int32_t n) { return n < 64 ? kRecip.r[n] : 1.0f / static_cast<float>(n); }
+}  // namespace
+
 SpanAligner::SpanAligner(std::vector<int64_t> offsets, std::vector<int32_t> ids, int32_t pad_id,
                          int64_t target_vocab_size)
     : offsets_(std::move(offsets)), ids_(std::move(ids)), pad_id_(pad_id) {
@@ -28,13 +41,20 @@ SpanAligner::SpanAligner(std::vector<int64_t> offsets, std::vector<int32_t> ids,
   if (pad_id < 0 || pad_id >= target_vocab_size)
     throw std::invalid_argument("pad id " + std::to_string(pad_id) + " is outside the target vocabulary of " +
                                 std::to_string(target_vocab_size));
+  if (ids_.size() > static_cast<std::size_t>(std::numeric_limits<int32_t>::max()))
+    throw std::invalid_argument("split table too large for int32 offsets");
+  entries_.resize(offsets_.size() - 1);
+  for (std::size_t i = 0; i + 1 < offsets_.size(); ++i) {
+    const auto len = static_cast<int32_t>(offsets_[i + 1] - offsets_[i]);
+    entries_[i] = {ids_[offsets_[i]], len};
+  }
 }
 
 template <class Id>
 SpanSizes SpanAligner::measure(const Id* ids, int64_t b, int64_t lt, const int64_t* lengths,
                                int64_t max_length) const {
   const int64_t v = source_vocab_size();
-  const int64_t* __restrict off = offsets_.data();
+  const Entry* __restrict ent = entries_.data();
   SpanSizes s;
   for (int64_t r = 0; r < b; ++r) {
     const int64_t len = lengths[r];
@@ -55,14 +75,10 @@ SpanSizes SpanAligner::measure(const Id* ids, int64_t b, int64_t lt, const int64
     }
     int64_t cur = 0;
     if (max_length < 0) {
-      for (int64_t t = 0; t < len; ++t) {
-        const int64_t id = static_cast<int64_t>(row[t]);
-        cur += off[id + 1] - off[id];
-      }
+      for (int64_t t = 0; t < len; ++t) cur += ent[static_cast<int64_t>(row[t])].len;
     } else {
       for (int64_t t = 0; t < len; ++t) {
-        const int64_t id = static_cast<int64_t>(row[t]);
-        const int64_t n = off[id + 1] - off[id];
+        const int64_t n = ent[static_cast<int64_t>(row[t])].len;
         if (cur + n > max_length) break;
         cur += n;
       }
@@ -80,7 +96,7 @@ void SpanAligner::fill(const Id* ids, int64_t b, int64_t lt, const int64_t* leng
                        SpanSizes sizes, const SpanOutputs& o) const {
   // Local restrict pointers: the uint8_t stores could otherwise alias the
   // pointers in `o` and force a reload of every one after each store.
-  const int64_t* __restrict off = offsets_.data();
+  const Entry* __restrict ent = entries_.data();
   const int32_t* __restrict tab = ids_.data();
   int32_t* __restrict student_ids = o.student_ids;
   uint8_t* __restrict student_mask = o.student_mask;
@@ -106,29 +122,27 @@ void SpanAligner::fill(const Id* ids, int64_t b, int64_t lt, const int64_t* leng
     int64_t t = 0;
     for (; t < len; ++t) {
       const int64_t id = static_cast<int64_t>(row[t]);
-      const int64_t beg = off[id];
-      const int32_t n = static_cast<int32_t>(off[id + 1] - beg);
+      const Entry e = ent[id];
+      const int32_t n = e.len;
       if (s + n > limit) break;
       indptr[base + t] = cursor;
       span_start[base + t] = s;
       span_end[base + t] = s + n;
       keep[base + t] = 1;
-      const int32_t* src = tab + beg;
-      if (n == 1) {  // most teacher tokens map to one student token
-        sid[s] = src[0];
-        seg[s] = static_cast<int32_t>(t);
-        indices[cursor] = row_base + s;
-        values[cursor] = 1.0f;
-        smask[s] = 1;
-      } else {
-        const float w = mean ? 1.0f / static_cast<float>(n) : 1.0f;
-        for (int32_t k = 0; k < n; ++k) {
-          sid[s + k] = src[k];
-          seg[s + k] = static_cast<int32_t>(t);
-          indices[cursor + k] = row_base + s + k;
-          values[cursor + k] = w;
-          smask[s + k] = 1;
-        }
+      // The first piece unconditionally (most splits have one), the rest in a loop that rarely runs.
+      const float w = mean ? recip(n) : 1.0f;
+      sid[s] = e.first;
+      seg[s] = static_cast<int32_t>(t);
+      indices[cursor] = row_base + s;
+      values[cursor] = w;
+      smask[s] = 1;
+      const int32_t* src = tab + offsets_[id];
+      for (int32_t k = 1; k < n; ++k) {
+        sid[s + k] = src[k];
+        seg[s + k] = static_cast<int32_t>(t);
+        indices[cursor + k] = row_base + s + k;
+        values[cursor + k] = w;
+        smask[s + k] = 1;
       }
       cursor += n;
       s += n;

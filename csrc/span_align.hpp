@@ -45,8 +45,15 @@ class SpanAligner {
             SpanSizes sizes, const SpanOutputs& out) const;
 
  private:
+  // One 8-byte entry per source id: the table stays in L2 next to the output
+  // streams, and the common one-piece split needs no second lookup.
+  struct Entry {
+    int32_t first;  // the first piece
+    int32_t len;    // number of pieces (the rest start at offsets_[id] + 1)
+  };
   std::vector<int64_t> offsets_;
   std::vector<int32_t> ids_;
+  std::vector<Entry> entries_;
   int32_t pad_id_;
 };
 
