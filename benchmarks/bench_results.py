@@ -57,6 +57,8 @@ def make_rows(sizes: list[int], main: int, variants: bool) -> list[Row]:
     if variants:
         tag = rows[0].name
         rows += [
+            # the main settings at the variant budget: the reference the variants differ from in one thing
+            Row(f"{tag} ref", main, variant=True, note="fvt init, MLM + MSE + cosine, variant budget"),
             Row(f"{tag} random emb", main, embedding_init="random", variant=True,
                 note="random embedding init (teacher layers kept)"),
             Row(f"{tag} no MLM", main, weights={"mlm": 0.0, "mse": 1.0, "cosine": 1.0}, variant=True,
@@ -195,6 +197,8 @@ def run_row(runner: Runner, a: argparse.Namespace, row: Row, teacher: str, steps
     timings["init_student_s"] = runner.stage(args, student, "init_report.json")
     commands.append(runner.display(args))
 
+    if a.prepare_only:
+        return {"row": row.name, "commands": commands}
     if row.variant not in steps_for:
         minutes = a.variant_minutes if row.variant else a.minutes
         if s_per_step[0] is None:
@@ -360,6 +364,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-md", type=Path, default=ROOT / "benchmarks" / "results" / "results.md")
     p.add_argument("--dry-run", action="store_true", help="Print the commands without running them.")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="Only build-vocab, align and init-student (e.g. beside a running distillation).")
     p.add_argument("--table-only", action="store_true",
                    help="Run nothing; rebuild the table from the rows whose evaluation is finished.")
     a = p.parse_args()
@@ -398,7 +404,7 @@ def main() -> None:
         if a.dry_run:
             print("\n".join(results[-1]["commands"]))
             continue
-        if "report" not in results[-1]:
+        if a.prepare_only or "report" not in results[-1]:
             continue
         md = table(results)
         header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPU cores (load average "
@@ -410,7 +416,7 @@ def main() -> None:
         tmp = json_out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(a).items()}, "rows": slim}, indent=2))
         os.replace(tmp, json_out)
-    if not a.dry_run:
+    if not a.dry_run and not a.prepare_only:
         print(goal(results))
         print(table(results))
         print(f"written: {a.out_md} and {json_out}")
