@@ -47,6 +47,7 @@ class Row:
     embedding_init: str = "fvt"
     weights: dict[str, float] = field(default_factory=lambda: {"mlm": 1.0, "mse": 1.0, "cosine": 1.0})
     variant: bool = False  # a comparison row: the variant budget, speed taken from the main row of its size
+    distill: bool = True  # False: evaluate the student as init-student made it (0 steps)
     note: str = ""
 
 
@@ -59,6 +60,7 @@ def make_rows(sizes: list[int], main: int, variants: bool) -> list[Row]:
         rows += [
             # the main settings at the variant budget: the reference the variants differ from in one thing
             Row(f"{tag} ref", main, variant=True, note="fvt init, MLM + MSE + cosine, variant budget"),
+            Row(f"{tag} init only", main, variant=True, distill=False, note="fvt init, no distillation"),
             Row(f"{tag} random emb", main, embedding_init="random", variant=True,
                 note="random embedding init (teacher layers kept)"),
             Row(f"{tag} no MLM", main, weights={"mlm": 0.0, "mse": 1.0, "cosine": 1.0}, variant=True,
@@ -199,6 +201,18 @@ def run_row(runner: Runner, a: argparse.Namespace, row: Row, teacher: str, steps
 
     if a.prepare_only:
         return {"row": row.name, "commands": commands}
+    if not row.distill:
+        ev = w / f"eval-{slug(row.name)}{lines}"
+        args = eval_args(a, teacher, student, ev, data, None, no_speed=True)
+        timings["evaluate_s"] = runner.stage(args, ev, "report.json")
+        commands.append(runner.display(args))
+        result = {"row": row.name, "size": row.size, "note": row.note, "variant": row.variant, "steps": 0,
+                  "commands": commands, "timings": timings}
+        if (ev / "report.json").exists():
+            result["report"] = json.loads((ev / "report.json").read_text())
+            result["training"] = {"steps": 0, "elapsed_s": 0.0}
+            result["init"] = json.loads((student / "init_report.json").read_text())
+        return result
     if row.variant not in steps_for:
         minutes = a.variant_minutes if row.variant else a.minutes
         if s_per_step[0] is None:
@@ -218,13 +232,8 @@ def run_row(runner: Runner, a: argparse.Namespace, row: Row, teacher: str, steps
     commands.append(runner.display([x for x in args if x != "--resume"]))
 
     ev = w / f"eval-{slug(row.name)}{lines}-s{steps}"
-    args = ["evaluate", "--teacher", teacher, "--student", str(run / "final"), "--out", str(ev),
-            "--corpus", str(data / "en/wikitext2/valid.txt"), "--sts", str(data / "en/stsb/dev.tsv"),
-            "--task", f"sst2={data / 'en/sst2/train.tsv'},{data / 'en/sst2/test.tsv'}", "--run", str(run),
-            "--device", "cpu", "--seed", str(a.seed), "--max-sentences", str(a.eval_sentences),
-            "--max-train", str(a.max_train), "--repeats", str(a.repeats)]
-    if row.variant or not a.speed:
-        args.append("--no-speed")  # same architecture as the main row of its size: its speed is that row's
+    # variants share the architecture of the main row of their size: its speed is theirs
+    args = eval_args(a, teacher, run / "final", ev, data, run, no_speed=row.variant or not a.speed)
     timings["evaluate_s"] = runner.stage(args, ev, "report.json")
     commands.append(runner.display(args))
 
@@ -260,6 +269,20 @@ def goal(results: list[dict]) -> str:
     return (f"goal (>= 3x fewer parameters, >= 97% of the teacher's STS-B dev Spearman): "
             f"{'met' if any(met(r['report']) for r in done) else 'not met'}; best row {best['row']}: "
             f"{rep['size_ratio']['params']:.2f}x fewer parameters, {best_retention(rep):.1%} retention")
+
+
+def eval_args(a: argparse.Namespace, teacher: str, student: Path, ev: Path, data: Path, run: Path | None,
+              no_speed: bool) -> list[str]:
+    args = ["evaluate", "--teacher", teacher, "--student", str(student), "--out", str(ev),
+            "--corpus", str(data / "en/wikitext2/valid.txt"), "--sts", str(data / "en/stsb/dev.tsv"),
+            "--task", f"sst2={data / 'en/sst2/train.tsv'},{data / 'en/sst2/test.tsv'}"]
+    if run is not None:
+        args += ["--run", str(run)]
+    args += ["--device", "cpu", "--seed", str(a.seed), "--max-sentences", str(a.eval_sentences),
+             "--max-train", str(a.max_train), "--repeats", str(a.repeats)]
+    if no_speed:
+        args.append("--no-speed")
+    return args
 
 
 def _f(x: float | None, fmt: str = "{:.3f}") -> str:
