@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from . import losses as L
+from .agreement import mean_pool, teacher_agreement
 from .aligner import Aligner
 from .errors import ConfigError, ModelError, ShardError, TrainingError
 from .tokenization import load_tokenizer
@@ -570,8 +571,8 @@ def evaluate(student: torch.nn.Module, projection: L.HiddenProjection | None, te
                                    attention_mask=batch["teacher_attention_mask"]).last_hidden_state
         s_last = _encoder(student)(input_ids=batch["student_original_ids"],
                                    attention_mask=batch["student_attention_mask"]).last_hidden_state
-        t_emb.append(_mean_pool(t_last.float(), batch["teacher_attention_mask"]).cpu())
-        s_emb.append(_mean_pool(s_last.float(), batch["student_attention_mask"]).cpu())
+        t_emb.append(mean_pool(t_last.float(), batch["teacher_attention_mask"]).cpu())
+        s_emb.append(mean_pool(s_last.float(), batch["student_attention_mask"]).cpu())
     student.train()
     metrics = {
         "eval_mlm_loss": float(totals[0] / max(counts[0], 1)),
@@ -586,22 +587,8 @@ def evaluate(student: torch.nn.Module, projection: L.HiddenProjection | None, te
     return metrics
 
 
-def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    try:
-        from .agreement import mean_pool
-    except ImportError:
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-    return mean_pool(hidden, mask)
-
-
 def _teacher_agreement(teacher_emb: torch.Tensor, student_emb: torch.Tensor) -> float | None:
-    """Spearman between the pairwise cosine similarities of teacher and student sentence embeddings."""
-    try:
-        from .agreement import teacher_agreement
-    except ImportError:
-        log.warning("vocabshrink.agreement is not available: teacher agreement is not evaluated")
-        return None
+    """The metric of `vocabshrink.agreement`, on sentence embeddings gathered over the evaluation batches."""
     if teacher_emb.shape[0] < 3:
         return None
     return float(teacher_agreement(teacher_emb.numpy(), student_emb.numpy()))
