@@ -20,45 +20,13 @@ def _torch_alignment(alignment: AlignmentLike, device: torch.device) -> TorchAli
     return alignment
 
 
-class _SegmentMean(torch.autograd.Function):
-    """Forward: `embedding_bag(mode="mean")`. Backward: one gather and one `index_copy_`.
-
-    The stock embedding_bag backward sorts the indices and walks them bag by
-    bag; here each position simply receives its segment's gradient divided by
-    the segment size. `index_copy_` (not the much slower `index_add_`) is right
-    because segments never share a position: spans and chunks partition the
-    positions they cover.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, flat: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        out = F.embedding_bag(indices, flat, indptr, mode="mean", include_last_offset=True)
-        ctx.save_for_backward(indptr, indices)
-        ctx.rows_in = flat.shape[0]
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
-        indptr, indices = ctx.saved_tensors
-        counts = torch.diff(indptr.long())
-        segment = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
-        scaled = grad_out / counts.clamp(min=1).to(grad_out.dtype).unsqueeze(1)  # [segments, H], before the gather
-        grad = torch.zeros(ctx.rows_in, grad_out.shape[1], dtype=grad_out.dtype, device=grad_out.device)
-        grad.index_copy_(0, indices.long(), scaled.index_select(0, segment))
-        return grad, None, None
-
-
 def segment_mean(hidden: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, rows: int) -> torch.Tensor:
     """Mean of `hidden` [B, L, H] over CSR segments of flat positions; returns [B, rows, H] (zeros for empty ones).
 
-    Segments must not overlap (a position belongs to at most one), as in every alignment the core builds.
+    Built on `embedding_bag(mode="mean")`, whose backward scatters each segment's gradient back to its rows.
     """
     b, _, h = hidden.shape
-    flat = hidden.reshape(-1, h)
-    if torch.is_grad_enabled() and hidden.requires_grad:
-        pooled = _SegmentMean.apply(flat, indptr, indices)
-    else:
-        pooled = F.embedding_bag(indices, flat, indptr, mode="mean", include_last_offset=True)
+    pooled = F.embedding_bag(indices, hidden.reshape(-1, h), indptr, mode="mean", include_last_offset=True)
     return pooled.view(b, rows, h)
 
 
