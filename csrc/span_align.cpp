@@ -118,6 +118,7 @@ void SpanAligner::fill(const Id* ids, int64_t b, int64_t lt, const int64_t* leng
     int32_t* seg = segment_ids + r * ls;
     const int64_t base = r * lt;
     const int32_t row_base = static_cast<int32_t>(r * ls);
+    const int32_t row_cursor = cursor;
     int32_t s = 0;
     int64_t t = 0;
     for (; t < len; ++t) {
@@ -125,34 +126,38 @@ void SpanAligner::fill(const Id* ids, int64_t b, int64_t lt, const int64_t* leng
       const Entry e = ent[id];
       const int32_t n = e.len;
       if (s + n > limit) break;
-      indptr[base + t] = cursor;
       span_start[base + t] = s;
       span_end[base + t] = s + n;
-      keep[base + t] = 1;
       // The first piece unconditionally (most splits have one), the rest in a loop that rarely runs.
       const float w = mean ? recip(n) : 1.0f;
       sid[s] = e.first;
       seg[s] = static_cast<int32_t>(t);
-      indices[cursor] = row_base + s;
       values[cursor] = w;
-      smask[s] = 1;
-      const int32_t* src = tab + offsets_[id];
-      for (int32_t k = 1; k < n; ++k) {
-        sid[s + k] = src[k];
-        seg[s + k] = static_cast<int32_t>(t);
-        indices[cursor + k] = row_base + s + k;
-        values[cursor + k] = w;
-        smask[s + k] = 1;
+      if (n > 1) {
+        const int32_t* src = tab + offsets_[id];
+        for (int32_t k = 1; k < n; ++k) {
+          sid[s + k] = src[k];
+          seg[s + k] = static_cast<int32_t>(t);
+          values[cursor + k] = w;
+        }
       }
       cursor += n;
       s += n;
     }
+    // Kept spans tile the row's first s positions in order, and the kept
+    // teacher positions are a prefix: the CSR columns, the masks and the row
+    // pointers are plain fills, done here rather than token by token.
+    const int64_t kept = t;
+    int32_t* col = indices + row_cursor;
+    for (int32_t k = 0; k < s; ++k) col[k] = row_base + k;
+    std::memset(smask, 1, static_cast<std::size_t>(s));
+    std::memset(keep + base, 1, static_cast<std::size_t>(kept));
+    std::memset(keep + base + kept, 0, static_cast<std::size_t>(lt - kept));
     for (; t < lt; ++t) {  // dropped or padding positions: empty spans
-      indptr[base + t] = cursor;
       span_start[base + t] = s;
       span_end[base + t] = s;
-      keep[base + t] = 0;
     }
+    for (int64_t k = 0; k < lt; ++k) indptr[base + k] = row_cursor + span_start[base + k];
     for (int64_t k = s; k < ls; ++k) {
       sid[k] = pad_id_;
       seg[k] = -1;
