@@ -430,8 +430,12 @@ def main() -> None:
         if a.prepare_only or "report" not in results[-1]:
             continue
         md = table(results)
-        header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPU cores (load average "
-                  f"{os.getloadavg()[0]:.1f}); {time.time() - started:.0f} s so far.\n\n")
+        if a.table_only:
+            header = (f"Table rebuilt {time.strftime('%Y-%m-%d %H:%M')} from the finished rows in {a.work} "
+                      "(each evaluation's report.json).\n\n")
+        else:
+            header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPU cores (load average "
+                      f"{os.getloadavg()[0]:.1f}); {time.time() - started:.0f} s so far.\n\n")
         tmp = a.out_md.with_suffix(".tmp")
         tmp.write_text(header + goal(results) + "\n\n" + md)
         os.replace(tmp, a.out_md)
