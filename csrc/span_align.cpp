@@ -23,8 +23,8 @@ inline float recip(int32_t n) { return n < 64 ? kRecip.r[n] : 1.0f / static_cast
 SpanAligner::SpanAligner(std::vector<int64_t> offsets, std::vector<int32_t> ids, int32_t pad_id,
                          int64_t target_vocab_size)
     : offsets_(std::move(offsets)), ids_(std::move(ids)), pad_id_(pad_id) {
-  if (offsets_.empty() || offsets_[0] != 0)
-    throw std::invalid_argument("split table offsets must start with 0");
+  if (offsets_.size() < 2 || offsets_[0] != 0)
+    throw std::invalid_argument("split table offsets must start with 0 and cover at least one source token");
   if (offsets_.back() != static_cast<int64_t>(ids_.size()))
     throw std::invalid_argument("split table offsets end at " + std::to_string(offsets_.back()) + " but there are " +
                                 std::to_string(ids_.size()) + " ids");
@@ -62,25 +62,36 @@ SpanSizes SpanAligner::measure(const Id* ids, int64_t b, int64_t lt, const int64
       throw std::out_of_range("row " + std::to_string(r) + " has length " + std::to_string(len) +
                               ", outside [0, " + std::to_string(lt) + "]");
     const Id* row = ids + r * lt;
-    // Validate the whole row first in a branch-free loop; find the culprit only on failure.
+    // Validate and size in one branch-free pass (a bad id is clamped for the
+    // lookup and reported afterwards); find the culprit only on failure.
     bool bad = false;
-    for (int64_t t = 0; t < len; ++t) bad |= static_cast<uint64_t>(static_cast<int64_t>(row[t])) >= static_cast<uint64_t>(v);
+    int64_t cur = 0;
+    const uint64_t top = static_cast<uint64_t>(v - 1);
+    if (max_length < 0) {
+      for (int64_t t = 0; t < len; ++t) {
+        const auto id = static_cast<uint64_t>(static_cast<int64_t>(row[t]));
+        bad |= id > top;
+        cur += ent[id > top ? top : id].len;
+      }
+    } else {
+      for (int64_t t = 0; t < len; ++t) {
+        const auto id = static_cast<uint64_t>(static_cast<int64_t>(row[t]));
+        bad |= id > top;
+      }
+      if (!bad) {
+        for (int64_t t = 0; t < len; ++t) {
+          const int64_t n = ent[static_cast<int64_t>(row[t])].len;
+          if (cur + n > max_length) break;
+          cur += n;
+        }
+      }
+    }
     if (bad) {
       for (int64_t t = 0; t < len; ++t) {
         const int64_t id = static_cast<int64_t>(row[t]);
         if (id < 0 || id >= v)
           throw std::out_of_range("teacher id " + std::to_string(id) + " at row " + std::to_string(r) +
                                   ", position " + std::to_string(t) + " is outside [0, " + std::to_string(v) + ")");
-      }
-    }
-    int64_t cur = 0;
-    if (max_length < 0) {
-      for (int64_t t = 0; t < len; ++t) cur += ent[static_cast<int64_t>(row[t])].len;
-    } else {
-      for (int64_t t = 0; t < len; ++t) {
-        const int64_t n = ent[static_cast<int64_t>(row[t])].len;
-        if (cur + n > max_length) break;
-        cur += n;
       }
     }
     if (cur > s.ls) s.ls = cur;

@@ -284,6 +284,7 @@ def test_zero_length_rows(small_aligner):
 
 @pytest.mark.parametrize("offsets,ids,msg", [
     (np.array([1, 2], dtype=np.int64), np.array([1], dtype=np.int32), "start with 0"),
+    (np.array([0], dtype=np.int64), np.array([], dtype=np.int32), "at least one source token"),
     (np.array([0, 2], dtype=np.int64), np.array([1], dtype=np.int32), "offsets end at 2 but there are 1"),
     (np.array([0, 0, 1], dtype=np.int64), np.array([1], dtype=np.int32), "entry 0 is empty"),
     (np.array([0, 1], dtype=np.int64), np.array([10], dtype=np.int32), "id 10 at 0 is outside the target"),
