@@ -89,9 +89,12 @@ class Runner:
         return "vocabshrink " + " ".join(shlex.quote(a) for a in args)
 
     def stage(self, args: list[str], out: Path, done_file: str) -> float | None:
-        """Run `vocabshrink ARGS` unless OUT/DONE_FILE exists from the same command; return seconds run (None if reused)."""
+        """Run `vocabshrink ARGS` unless OUT/DONE_FILE exists from the same command; return seconds run (None if reused).
+
+        `--resume` is left out of the recorded command: a resumed run is the same run.
+        """
         record = out.parent / f".{out.name}.command.json"
-        cmd = self.display(args)
+        cmd = self.display([x for x in args if x != "--resume"])
         if (out / done_file).exists():
             old = json.loads(record.read_text()) if record.exists() else None
             if old is not None and old["command"] != cmd:
@@ -109,7 +112,7 @@ class Runner:
         t0 = time.time()
         proc = subprocess.run([sys.executable, "-m", "vocabshrink.cli", *args], env=self.env, cwd=ROOT)
         if proc.returncode != 0:
-            raise SystemExit(f"stage failed (exit {proc.returncode}): {cmd}")
+            raise SystemExit(f"stage failed (exit {proc.returncode}): {self.display(args)}")
         return time.time() - t0
 
 
