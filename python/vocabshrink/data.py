@@ -24,7 +24,8 @@ import torch
 from . import _core
 from .aligner import Aligner, AlignmentBuffers, ChunkAlignment, SplitTable
 from .errors import ConfigError, ShardError
-from .shards import COUNTS, FORMAT, FORMAT_VERSION, MANIFEST, TABLE, sha256_file
+from .files import sha256_file
+from .shards import COUNTS, FORMAT, FORMAT_VERSION, MANIFEST, TABLE
 from .tokenization import TokenizerLike, fingerprint, load_tokenizer
 
 log = logging.getLogger(__name__)

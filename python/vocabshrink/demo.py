@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, CorpusError
+from .files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,5 @@ def demo(
                                  max_train=cfg.max_train, speed_shapes=cfg.speed_shapes, repeats=cfg.repeats,
                                  warmup=1)
     report.seconds["evaluate"] = time.perf_counter() - t0
-    tmp = root / ".demo_report.json.tmp"
-    tmp.write_text(report.to_json() + "\n", encoding="utf-8")
-    os.replace(tmp, root / "demo_report.json")
+    write_atomic(root / "demo_report.json", report.to_json() + "\n")
     return report

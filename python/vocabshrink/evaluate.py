@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from .agreement import embed, spearman, teacher_agreement
 from .errors import ConfigError, CorpusError, ModelError
+from .files import write_atomic
 from .tokenization import load_tokenizer, read_config, special_tokens
 
 log = logging.getLogger(__name__)
@@ -214,13 +215,6 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------- models
 
 
@@ -297,8 +291,6 @@ def _pad(ids: list[list[int]], idx: np.ndarray, pad_id: int) -> tuple[np.ndarray
 
 def _embed(m: _Loaded, sentences: Sequence[str], batch_size: int, device: Any) -> np.ndarray:
     """Mean-pooled last-layer embeddings [N, H] (float32), in the input order (the agreement metric's pooling)."""
-    from .agreement import embed
-
     return embed(m.model, m.tokenizer, list(sentences), batch_size=batch_size, max_length=m.max_length,
                  device=device)
 
@@ -395,7 +387,7 @@ def _speed_worker(spec_json: str) -> None:
 
     spec = json.loads(spec_json)
     import torch
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     torch.set_num_threads(spec["threads"])
@@ -564,12 +556,6 @@ def _corpus_sentences(corpus: Sequence[str], limit: int) -> list[str]:
 # ----------------------------------------------------------------------------- quality
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(x, y).statistic)
-
-
 def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     na = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     nb = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
@@ -583,16 +569,16 @@ def _sts(path: str, teacher: _Loaded, student: _Loaded, proj: Any, batch_size: i
     n = len(a)
     t = _embed(teacher, a + b, batch_size, device)
     s = _embed(student, a + b, batch_size, device)
-    t_rho = _spearman(_cosine_rows(t[:n], t[n:]), gold)
-    s_rho = _spearman(_cosine_rows(s[:n], s[n:]), gold)
+    t_rho = spearman(_cosine_rows(t[:n], t[n:]), gold)
+    s_rho = spearman(_cosine_rows(s[:n], s[n:]), gold)
     p_rho = None
     if proj is not None:
         p = _project(s, proj)
-        p_rho = _spearman(_cosine_rows(p[:n], p[n:]), gold)
+        p_rho = spearman(_cosine_rows(p[:n], p[n:]), gold)
     tfidf = TfidfVectorizer().fit(a + b)
     va, vb = tfidf.transform(a), tfidf.transform(b)
     tf_cos = np.asarray(va.multiply(vb).sum(axis=1)).ravel()  # rows are L2-normalised: the dot is the cosine
-    tf_rho = _spearman(tf_cos, gold)
+    tf_rho = spearman(tf_cos, gold)
     return StsResult(Path(path).stem if Path(path).stem not in ("dev", "test", "train") else
                      f"{Path(path).parent.name}/{Path(path).stem}", str(path), n, t_rho, s_rho, p_rho, tf_rho,
                      s_rho / t_rho if t_rho else float("nan"),
@@ -661,8 +647,6 @@ def _mlm_accuracy(m: _Loaded, sentences: Sequence[str], batch_size: int, device:
 
 def _agreement(teacher: _Loaded, student: _Loaded, sentences: Sequence[str], batch_size: int,
                device: Any) -> float:
-    from .agreement import teacher_agreement
-
     return float(teacher_agreement(_embed(teacher, sentences, batch_size, device),
                                    _embed(student, sentences, batch_size, device)))
 
@@ -939,6 +923,6 @@ def evaluate(
         if report.fertility is not None:
             made.append(_plot_fertility(report.fertility, out_dir))
         report.plots = [str(p) for p in made if p is not None]
-    _write_atomic(out_dir / "report.json", report.to_json() + "\n")
-    _write_atomic(out_dir / "report.md", report.to_markdown())
+    write_atomic(out_dir / "report.json", report.to_json() + "\n")
+    write_atomic(out_dir / "report.md", report.to_markdown())
     return report

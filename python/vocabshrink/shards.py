@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from . import _core
 from .corpus import iter_documents, resolve_paths
 from .errors import ConfigError, CorpusError, ShardError
+from .files import sha256_file, write_atomic, write_json_atomic
 from .tokenization import TokenizerLike, fingerprint, load_tokenizer, read_config, special_ids
 
 log = logging.getLogger(__name__)
@@ -61,28 +62,6 @@ TASK_DOCS = 256
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, flush to disk, then rename: readers never see a partial file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- tokenizer facts

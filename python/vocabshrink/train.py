@@ -20,12 +20,11 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
@@ -33,6 +32,7 @@ from . import losses as L
 from .agreement import mean_pool, teacher_agreement
 from .aligner import Aligner
 from .errors import ConfigError, ModelError, ShardError, TrainingError
+from .files import write_atomic
 from .tokenization import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -947,9 +947,7 @@ def distill(
         checkpoints=[str(p) for _, p in _checkpoints(out)], settings=settings,
     )
     if is_main:
-        tmp = out / ".training_report.json.tmp"
-        tmp.write_text(report.to_json())
-        os.replace(tmp, out / "training_report.json")
+        write_atomic(out / "training_report.json", report.to_json())
     if world > 1:
         dist.barrier()
     return report

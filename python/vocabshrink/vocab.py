@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from .corpus import iter_lines, resolve_paths
 from .errors import ConfigError, CorpusError, TokenizerError
+from .files import write_atomic
 from .tokenization import (
     METASPACE,
     UNUSED_SLOT,
@@ -96,7 +97,7 @@ class VocabReport:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
     def save(self, path: str | os.PathLike) -> None:
-        _write_atomic(Path(path), self.to_json() + "\n")
+        write_atomic(Path(path), self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "VocabReport":
@@ -285,18 +286,6 @@ def _train_stream(sources: list[str], read: dict, held: set[int], sample_every: 
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_keep(keep: str | os.PathLike | Iterable[str] | None) -> list[str]:
@@ -796,11 +785,11 @@ def _write_tokenizer(out: Path, student: Tokenizer, t: _Teacher, layout: _Layout
     if cls.startswith("Bert"):
         norm = t.spec.get("normalizer") or {}
         config["do_lower_case"] = bool(norm.get("lowercase", t.config.get("do_lower_case", False)))
-    _write_atomic(out / "tokenizer.json", student.to_str(pretty=True) + "\n")
-    _write_atomic(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(out / "special_tokens_map.json", json.dumps(smap, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "tokenizer.json", student.to_str(pretty=True) + "\n")
+    write_atomic(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "special_tokens_map.json", json.dumps(smap, indent=2, ensure_ascii=False) + "\n")
     if trim_map is not None:
-        _write_atomic(out / "trim_map.json", json.dumps(
+        write_atomic(out / "trim_map.json", json.dumps(
             {"teacher_fingerprint": fingerprint(t.tok), "student_to_teacher": trim_map}) + "\n")
     elif (out / "trim_map.json").exists():
         (out / "trim_map.json").unlink()  # a stale map from an earlier trim run would mislead
@@ -848,7 +837,7 @@ def _report(t: _Teacher, student: Tokenizer, student_config: dict, lines: list[s
     lengths = np.diff(aligner.table.offsets)
     entries = np.array([i for i, v in enumerate(aligner.teacher_vocab)
                         if i not in t_special and v and not UNUSED_SLOT.match(v)], dtype=np.int64)
-    offsets, ids = aligner.table.offsets, aligner.table.ids
+    ids = aligner.table.ids
     if s_unk is not None and len(entries):
         row_of = np.repeat(np.arange(len(lengths)), lengths)
         unk_rows = np.zeros(len(lengths), dtype=bool)
