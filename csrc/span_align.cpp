@@ -46,7 +46,10 @@ SpanAligner::SpanAligner(std::vector<int64_t> offsets, std::vector<int32_t> ids,
   entries_.resize(offsets_.size() - 1);
   for (std::size_t i = 0; i + 1 < offsets_.size(); ++i) {
     const auto len = static_cast<int32_t>(offsets_[i + 1] - offsets_[i]);
-    entries_[i] = {ids_[offsets_[i]], len};
+    Entry e{};
+    for (int32_t k = 0; k < kInline && k < len; ++k) e.piece[k] = ids_[offsets_[i] + k];
+    e.len = len;
+    entries_[i] = e;
   }
 }
 
@@ -120,6 +123,11 @@ void SpanAligner::fill(const Id* ids, int64_t b, int64_t lt, const int64_t* leng
   float* __restrict values = o.values;
   const int64_t ls = sizes.ls;
   const int64_t limit = max_length >= 0 ? max_length : std::numeric_limits<int64_t>::max();
+  // The 4-lane stores below write up to 4 - n elements past a split of n
+  // pieces; they land on positions written later, except at the very end of
+  // the buffers, where the exact path takes over.
+  const int64_t wide_student_end = b * ls - 4;
+  const int64_t wide_value_end = sizes.nnz - 4;
   int32_t cursor = 0;
   for (int64_t r = 0; r < b; ++r) {
     const Id* row = ids + r * lt;
@@ -134,21 +142,27 @@ void SpanAligner::fill(const Id* ids, int64_t b, int64_t lt, const int64_t* leng
     int64_t t = 0;
     for (; t < len; ++t) {
       const int64_t id = static_cast<int64_t>(row[t]);
-      const Entry e = ent[id];
+      const Entry& e = ent[id];
       const int32_t n = e.len;
       if (s + n > limit) break;
       span_start[base + t] = s;
-      span_end[base + t] = s + n;
-      // The first piece unconditionally (most splits have one), the rest in a loop that rarely runs.
       const float w = mean ? recip(n) : 1.0f;
-      sid[s] = e.first;
-      seg[s] = static_cast<int32_t>(t);
-      values[cursor] = w;
-      if (n > 1) {
+      const int32_t tt = static_cast<int32_t>(t);
+      if (n == 1) {  // most splits: three plain stores
+        sid[s] = e.piece[0];
+        seg[s] = tt;
+        values[cursor] = w;
+      } else if (n <= kInline && row_base + s <= wide_student_end && cursor <= wide_value_end) {
+        const int32_t segs[4] = {tt, tt, tt, tt};
+        const float ws[4] = {w, w, w, w};
+        std::memcpy(sid + s, &e, 16);
+        std::memcpy(seg + s, segs, 16);
+        std::memcpy(values + cursor, ws, 16);
+      } else {
         const int32_t* src = tab + offsets_[id];
-        for (int32_t k = 1; k < n; ++k) {
+        for (int32_t k = 0; k < n; ++k) {
           sid[s + k] = src[k];
-          seg[s + k] = static_cast<int32_t>(t);
+          seg[s + k] = tt;
           values[cursor + k] = w;
         }
       }
@@ -159,6 +173,11 @@ void SpanAligner::fill(const Id* ids, int64_t b, int64_t lt, const int64_t* leng
     // teacher positions are a prefix: the CSR columns, the masks and the row
     // pointers are plain fills, done here rather than token by token.
     const int64_t kept = t;
+    // Kept spans are contiguous: each ends where the next starts.
+    if (kept > 0) {
+      std::memcpy(span_end + base, span_start + base + 1, static_cast<std::size_t>(kept - 1) * sizeof(int32_t));
+      span_end[base + kept - 1] = s;
+    }
     int32_t* col = indices + row_cursor;
     for (int32_t k = 0; k < s; ++k) col[k] = row_base + k;
     std::memset(smask, 1, static_cast<std::size_t>(s));

@@ -45,11 +45,15 @@ class SpanAligner {
             SpanSizes sizes, const SpanOutputs& out) const;
 
  private:
-  // One 8-byte entry per source id: the table stays in L2 next to the output
-  // streams, and the common one-piece split needs no second lookup.
-  struct Entry {
-    int32_t first;  // the first piece
-    int32_t len;    // number of pieces (the rest start at offsets_[id] + 1)
+  // One 16-byte entry per source id holding up to kInline pieces and the
+  // count: fill() copies the whole entry with one 16-byte store and advances
+  // by the count, so splits of up to kInline pieces (nearly all of them) need
+  // neither a second lookup nor a loop. The lane after the last piece holds
+  // garbage that the next store or the padding overwrites.
+  static constexpr int32_t kInline = 3;
+  struct alignas(16) Entry {
+    int32_t piece[kInline];  // the first pieces (unused lanes: 0)
+    int32_t len;             // number of pieces (all of them start at offsets_[id])
   };
   std::vector<int64_t> offsets_;
   std::vector<int32_t> ids_;

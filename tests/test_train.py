@@ -236,6 +236,113 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(models, tmp_path, m
     assert report.resumed_from_step == 2 and np.isfinite(report.final_loss)
 
 
+def _one_batch(models, mode: str, student_dir=None, teacher_dir=None, shards=None):
+    """A collated batch of 8 examples from the test shards, with the models in eval mode (no dropout)."""
+    from vocabshrink.aligner import Aligner
+    from vocabshrink.tokenization import load_tokenizer
+
+    teacher_dir, student_dir = teacher_dir or models["teacher"], student_dir or models["student"]
+    t_tok, s_tok = load_tokenizer(teacher_dir), load_tokenizer(student_dir)
+    aligner = Aligner.from_tokenizers(teacher_dir, student_dir)
+    ds, _, collate = T.open_data([shards or models["shards"]], t_tok, s_tok, aligner, mode=mode, mlm_probability=0.15,
+                                 max_length=None, seed=0)
+    batch = T._collate(collate, ds, np.arange(8), 0)
+    student = T._load_student(student_dir, torch.device("cpu")).eval()
+    teacher = T._load_teacher(teacher_dir, False, torch.float32, torch.device("cpu"))
+    return batch, student, teacher
+
+
+def _setup(mode: str, **weights) -> "T.LossSetup":
+    w = {**dict(mlm=0.0, mse=0.0, cosine=0.0, kl=0.0, match=0.0, sentence=0.0), **weights}
+    return T.LossSetup(mode, [(2, 2)], w["mlm"], w["mse"], w["cosine"], w["kl"], w["match"], 2.0, False, None, None,
+                       sentence_weight=w["sentence"], sentence_pair=(2, 2))
+
+
+NO_AUTOCAST = torch.autocast("cpu", enabled=False)
+
+
+def test_mlm_head_on_masked_positions_equals_the_full_head(models, monkeypatch):
+    """The head runs on the masked rows only; the loss (and its gradient) is the full-logits loss."""
+    batch, student, teacher = _one_batch(models, "split")
+    setup = _setup("split", mlm=1.0)
+    fast = T.loss_sums(student, None, teacher, batch, setup, NO_AUTOCAST)["mlm"]
+    fast.backward()
+    g_fast = student.bert.encoder.layer[0].attention.self.query.weight.grad.clone()
+    student.zero_grad()
+    monkeypatch.setattr(T, "_mlm_head", lambda model: None)  # falls back to the whole model's logits
+    full = T.loss_sums(student, None, teacher, batch, setup, NO_AUTOCAST)["mlm"]
+    full.backward()
+    g_full = student.bert.encoder.layer[0].attention.self.query.weight.grad
+    assert int((batch["mlm_labels"] != -100).sum()) > 0
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(g_fast, g_full, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["split", "offsets"])
+def test_a_student_equal_to_the_teacher_has_zero_hidden_and_sentence_losses(models, mode, lines, tmp_path):
+    """Teacher as its own student (same vocabulary: the split is the identity, every chunk one token)."""
+    shards = make_shards(tmp_path / "self", lines[:16], models["teacher"], models["teacher"])
+    batch, student, teacher = _one_batch(models, mode, student_dir=models["teacher"], shards=shards)
+    sums = T.loss_sums(student, None, teacher, batch, _setup(mode, mse=1.0, cosine=1.0, sentence=1.0), NO_AUTOCAST)
+    counts = T.row_counts(batch, _setup(mode, mse=1.0, sentence=1.0))
+    assert set(sums) == {"mse", "cosine", "sentence"} and float(counts[5]) == 8
+    if mode == "split":  # offsets mode feeds the student MLM-masked text, so only split mode is exact
+        for name in sums:
+            assert abs(float(sums[name].detach())) < 1e-4, (name, float(sums[name].detach()))
+    # a different student is measurably away from the teacher
+    batch, student, teacher = _one_batch(models, mode)
+    proj = T.L.HiddenProjection(24, 32, [(2, 2)])
+    sums = T.loss_sums(student, proj, teacher, batch, _setup(mode, sentence=1.0), NO_AUTOCAST)
+    assert 0.05 < float(sums["sentence"].detach()) / 8 < 2.0
+
+
+def test_projection_fit_is_the_least_squares_solution(models):
+    batch, student, teacher = _one_batch(models, "split")
+    setup = _setup("split", mse=1.0)
+    proj = T.L.HiddenProjection(24, 32, [(2, 2), (0, 0)])
+    fit = T.fit_projection(proj, student, teacher, [batch], setup, ridge=1e-3)
+    assert set(fit) == {"s2_t2", "s0_t0"} and all(-1.0 <= v <= 1.0 for v in fit.values())
+    # the same positions, gathered independently, solved by numpy's least squares
+    with torch.no_grad():
+        split = batch["split"]
+        s_h = student.bert(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
+                           output_hidden_states=True).hidden_states[2]
+        t_h = teacher.bert(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                           output_hidden_states=True).hidden_states[2]
+        keep = batch["teacher_attention_mask"].bool() & split.teacher_keep.bool()
+        x = T.L.span_mean(s_h, split)[keep].double().numpy()
+        y = t_h[keep].double().numpy()
+    x1 = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    # ridge regression by hand: LayerNorm outputs are nearly collinear with the bias column, so plain least squares
+    # is ill-posed (huge weights); the bias is not penalised
+    a = x1.T @ x1
+    a[:-1, :-1] += 1e-3 * np.diag(a)[:-1].mean() * np.eye(x.shape[1])
+    w = np.linalg.solve(a, x1.T @ y)
+    assert np.abs(w).max() < 100
+    got = proj.maps["s2_t2"]
+    fitted = x @ got.weight.detach().double().numpy().T + got.bias.detach().double().numpy()
+    np.testing.assert_allclose(fitted, x1 @ w, rtol=1e-3, atol=1e-3 * np.abs(y).max())
+    # and it beats the random start it replaced on the hidden-state MSE
+    fresh = T.L.HiddenProjection(24, 32, [(2, 2), (0, 0)])
+    loss = lambda p: float(T.loss_sums(student, p, teacher, batch, _setup("split", mse=1.0), NO_AUTOCAST)["mse"].detach())  # noqa: E731
+    assert loss(proj) < 0.5 * loss(fresh)
+
+
+def test_sentence_loss_and_fitted_projection_in_a_run(models, tmp_path):
+    out = tmp_path / "sentence"
+    report = _run(models, out, mode="offsets", mlm_weight=0.0, mse_weight=0.0, sentence_weight=1.0,
+                  layer_map="1:1", eval_data=[models["held_out"]], eval_batches=2)
+    assert set(report.final_losses) == {"sentence"} and np.isfinite(report.final_losses["sentence"])
+    assert set(report.projection_fit) == {"s1_t1", "s2_t2"}  # the sentence pair joins the layer map's
+    assert "eval_sentence_cosine" in report.evaluation
+    desc = json.loads((out / "final" / "config.json").read_text())["vocabshrink_projection"]
+    assert desc["embedding_key"] == "s2_t2"
+    random_start = _run(models, tmp_path / "random", projection_init="random", max_steps=1)
+    assert random_start.projection_fit is None
+    with pytest.raises(ConfigError, match="projection-init"):
+        _run(models, tmp_path / "bad", projection_init="pca")
+
+
 # --- bad inputs ------------------------------------------------------------------------------------------------
 
 

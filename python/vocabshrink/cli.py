@@ -199,6 +199,10 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 @click.option("--cosine-weight", type=float, default=0.0, show_default=True)
 @click.option("--kl-weight", type=float, default=0.0, show_default=True, help="Reduce-map KL (teacher needs an MLM head).")
 @click.option("--match-weight", type=float, default=0.0, show_default=True, help="Match KL over the shared vocabulary.")
+@click.option("--sentence-weight", type=float, default=0.0, show_default=True,
+              help="1 - cosine of mean-pooled last layers (sentence embeddings); for sentence-embedding teachers.")
+@click.option("--projection-init", type=click.Choice(["fit", "random"]), default="fit", show_default=True,
+              help="Start of the student->teacher width projection: least-squares fit on the first batches, or random.")
 @click.option("--temperature", type=float, default=2.0, show_default=True)
 @click.option("--sum-probs", is_flag=True, help="Reduce map: sum the pieces' probabilities, not their logits.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Global batch per optimizer step.")

@@ -38,9 +38,11 @@ from .tokenization import load_tokenizer
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+PROJECTION_FIT_BATCHES = 4  # global batches for the least-squares start of the projection
 # Settings that must not change when a run is resumed (the others, e.g. max_steps, may).
 _RESUME_FIXED = ("mode", "layer_map", "batch_size", "grad_accum", "seed", "mlm_probability", "max_length",
-                 "mlm_weight", "mse_weight", "cosine_weight", "kl_weight", "match_weight", "temperature", "sum_probs",
+                 "mlm_weight", "mse_weight", "cosine_weight", "kl_weight", "match_weight", "sentence_weight", "temperature",
+                 "sum_probs",
                  "lr", "weight_decay", "warmup_steps", "schedule", "world_size")
 
 
@@ -67,6 +69,7 @@ class TrainingReport:
     evaluation: dict[str, float] | None
     checkpoints: list[str]
     settings: dict[str, Any] = field(default_factory=dict)
+    projection_fit: dict[str, float] | None = None  # cosine of the least-squares start per map, on its fit data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,17 +254,24 @@ class LossSetup:
     sum_probs: bool
     reduce_map: L.ReduceMap | None
     shared_teacher: torch.Tensor | None  # teacher id -> student id for shared tokens, as a lookup table (-1: none)
+    sentence_weight: float = 0.0
+    sentence_pair: tuple[int, int] = (-1, -1)  # (student layer, teacher layer) whose mean-pooled states are compared
 
     @property
     def need_hidden(self) -> bool:
         return self.mse_weight > 0 or self.cosine_weight > 0
 
     @property
+    def need_states(self) -> bool:
+        """Whether the passes must return per-layer hidden states."""
+        return self.need_hidden or self.sentence_weight > 0
+
+    @property
     def need_logits(self) -> bool:
         return self.kl_weight > 0 or self.match_weight > 0
 
 
-COMPONENTS = ("mlm", "mse", "cosine", "kl", "match")
+COMPONENTS = ("mlm", "mse", "cosine", "kl", "match", "sentence")
 
 
 def _rows(batch: dict[str, Any], setup: LossSetup) -> dict[str, torch.Tensor]:
@@ -299,12 +309,23 @@ def _rows(batch: dict[str, Any], setup: LossSetup) -> dict[str, torch.Tensor]:
 
 
 def row_counts(batch: dict[str, Any], setup: LossSetup) -> torch.Tensor:
-    """Rows per loss component (mlm, mse, cosine, kl, match), float64, for normalising sums across ranks."""
+    """Rows per loss component (mlm, mse, cosine, kl, match, sentence), float64, for normalising sums across ranks."""
     rows = _rows(batch, setup)
     n_pairs = len(setup.layer_map)
     hidden = float(rows["hidden"].sum()) * n_pairs
+    sentences = float((batch["teacher_attention_mask"].sum(1) > 0).sum())
     return torch.tensor([float(rows["mlm"].sum()), hidden, hidden, float(rows["kl"].sum()),
-                         float(rows["match"].sum()) if "match" in rows else 0.0], dtype=torch.float64)
+                         float(rows["match"].sum()) if "match" in rows else 0.0, sentences], dtype=torch.float64)
+
+
+def _mlm_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The vocabulary head of a *ForMaskedLM (BERT's `cls`, RoBERTa's `lm_head`), or None for other layouts."""
+    for name in ("cls", "lm_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            return head
+    return None
+
 
 
 def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: torch.nn.Module,
@@ -312,24 +333,42 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
     """Each loss component summed over its rows (a weight of 0 skips the component's computation)."""
     sums: dict[str, torch.Tensor] = {}
     rows = _rows(batch, setup)
-    need_teacher = setup.need_hidden or setup.need_logits
+    need_teacher = setup.need_states or setup.need_logits
     t_out = None
     if need_teacher:
         with torch.no_grad():
             t_model = teacher if setup.need_logits else _encoder(teacher)
             t_out = t_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
-                            output_hidden_states=setup.need_hidden)
+                            output_hidden_states=setup.need_states)
     offsets_hidden = setup.mode == "offsets" and setup.need_hidden
     offsets_logits = setup.mode == "offsets" and setup.need_logits
 
-    # Pass 1: the student over its own (MLM-masked) tokens.
-    own = None
-    if setup.mlm_weight > 0 or offsets_hidden or offsets_logits:
+    offsets_sentence = setup.mode == "offsets" and setup.sentence_weight > 0
+
+    # Pass 1: the student over its own (MLM-masked) tokens. The vocabulary head runs on the masked positions only
+    # (15% of them) unless the offsets-mode KL needs every position's logits: at a 264-wide student the full head
+    # costs about as much as the encoder.
+    own = own_states = None
+    if setup.mlm_weight > 0 or offsets_hidden or offsets_logits or offsets_sentence:
+        head = _mlm_head(student)
+        want_states = offsets_hidden or offsets_sentence
         with autocast:
-            own = student(input_ids=batch["student_input_ids"], attention_mask=batch["student_attention_mask"],
-                          output_hidden_states=offsets_hidden)
-        if setup.mlm_weight > 0:
-            sums["mlm"] = L.mlm_loss(own.logits, batch["mlm_labels"], reduction="sum")
+            if head is None or offsets_logits:
+                own = student(input_ids=batch["student_input_ids"], attention_mask=batch["student_attention_mask"],
+                              output_hidden_states=want_states)
+                own_states = own.hidden_states
+                if setup.mlm_weight > 0:
+                    sums["mlm"] = L.mlm_loss(own.logits, batch["mlm_labels"], reduction="sum")
+            else:
+                enc = _encoder(student)(input_ids=batch["student_input_ids"],
+                                        attention_mask=batch["student_attention_mask"],
+                                        output_hidden_states=want_states)
+                own_states = enc.hidden_states
+                if setup.mlm_weight > 0:
+                    labels = batch["mlm_labels"]
+                    picked = labels != -100
+                    logits = head(enc.last_hidden_state[picked])
+                    sums["mlm"] = L.mlm_loss(logits, labels[picked], reduction="sum")
 
     # Pass 2 (split mode): the student over the teacher's tokens split by the student vocabulary.
     split_out = None
@@ -338,7 +377,7 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
         model = student if setup.need_logits else _encoder(student)
         with autocast:
             split_out = model(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
-                              output_hidden_states=setup.need_hidden)
+                              output_hidden_states=setup.need_states)
 
     if setup.need_hidden:
         mse = cos = 0.0
@@ -348,7 +387,7 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
                 s_h = L.span_mean(split_out.hidden_states[s_layer].float(), batch["split"])
                 mask = rows["hidden"]
             else:
-                s_h = L.chunk_mean(own.hidden_states[s_layer].float(), batch["chunks"], "student")
+                s_h = L.chunk_mean(own_states[s_layer].float(), batch["chunks"], "student")
                 t_h = L.chunk_mean(t_h, batch["chunks"], "teacher")
                 mask = rows["hidden"]
             if projection is not None:
@@ -361,6 +400,19 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
             sums["mse"] = mse
         if setup.cosine_weight > 0:
             sums["cosine"] = cos
+
+    if setup.sentence_weight > 0:
+        # the sentence embedding the way sentence-transformers and `evaluate` make it: the mean over all tokens
+        s_layer, t_layer = setup.sentence_pair
+        t_sent = mean_pool(t_out.hidden_states[t_layer].float(), batch["teacher_attention_mask"])
+        if setup.mode == "split":
+            s_sent = mean_pool(split_out.hidden_states[s_layer].float(), batch["split"].student_mask)
+        else:
+            s_sent = mean_pool(own_states[s_layer].float(), batch["student_attention_mask"])
+        if projection is not None:
+            s_sent = projection(s_sent, s_layer, t_layer)
+        present = batch["teacher_attention_mask"].sum(1) > 0
+        sums["sentence"] = L.hidden_cosine(s_sent, t_sent, present, reduction="sum")
 
     if setup.need_logits:
         t_logits = t_out.logits.float()
@@ -385,7 +437,7 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
 def combine(sums: dict[str, torch.Tensor], counts: torch.Tensor, setup: LossSetup) -> tuple[torch.Tensor, dict]:
     """The weighted loss: each component's sum divided by its global row count (step, all ranks)."""
     weights = dict(zip(COMPONENTS, (setup.mlm_weight, setup.mse_weight, setup.cosine_weight, setup.kl_weight,
-                                    setup.match_weight)))
+                                    setup.match_weight, setup.sentence_weight)))
     total = torch.zeros((), dtype=torch.float32)
     parts = {}
     for i, name in enumerate(COMPONENTS):
@@ -394,6 +446,65 @@ def combine(sums: dict[str, torch.Tensor], counts: torch.Tensor, setup: LossSetu
             total = total.to(value.device) + weights[name] * value
             parts[name] = value.detach()
     return total, parts
+
+
+@torch.no_grad()
+def fit_projection(projection: L.HiddenProjection, student: torch.nn.Module, teacher: torch.nn.Module,
+                   batches: Sequence[dict[str, Any]], setup: LossSetup, ridge: float = 1e-3) -> dict[str, float]:
+    """Start every map of `projection` at the affine least-squares fit of the teacher's states from the student's.
+
+    A random projection makes the first steps train the student towards a random target, which moves the copied
+    teacher layers away from the teacher before the projection has learned anything; the fit (ridge-regularised
+    normal equations over the aligned positions of `batches`, unmasked text) gives a meaningful start instead.
+    Returns the mean cosine between fitted and teacher states per map, on the fitting positions.
+    """
+    was_training = student.training
+    student.eval()
+    keys = [projection.key(*p) for p in projection.layer_map]
+    xtx = {k: torch.zeros(projection.student_width + 1, projection.student_width + 1, dtype=torch.float64)
+           for k in keys}
+    xty = {k: torch.zeros(projection.student_width + 1, projection.teacher_width, dtype=torch.float64) for k in keys}
+    samples: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in keys}
+    for batch in batches:
+        t_states = _encoder(teacher)(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                                     output_hidden_states=True).hidden_states
+        if setup.mode == "split":
+            split = batch["split"]
+            s_states = _encoder(student)(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
+                                         output_hidden_states=True).hidden_states
+            mask = batch["teacher_attention_mask"].bool() & split.teacher_keep.bool()
+        else:
+            s_states = _encoder(student)(input_ids=batch["student_original_ids"],
+                                         attention_mask=batch["student_attention_mask"],
+                                         output_hidden_states=True).hidden_states
+            mask = batch["chunks"].chunk_mask.bool()
+        for (s_layer, t_layer), key in zip(projection.layer_map, keys):
+            if setup.mode == "split":
+                x = L.span_mean(s_states[s_layer].float(), batch["split"])[mask]
+                y = t_states[t_layer].float()[mask]
+            else:
+                x = L.chunk_mean(s_states[s_layer].float(), batch["chunks"], "student")[mask]
+                y = L.chunk_mean(t_states[t_layer].float(), batch["chunks"], "teacher")[mask]
+            x1 = torch.cat([x, torch.ones(x.shape[0], 1)], dim=1).double()
+            xtx[key] += x1.T @ x1
+            xty[key] += x1.T @ y.double()
+            samples[key].append((x1, y))
+    fit = {}
+    for key in keys:
+        a = xtx[key].clone()
+        d = a.shape[0] - 1
+        if float(a[-1, -1]) < d:  # fewer positions than unknowns: keep the random start
+            continue
+        reg = ridge * float(torch.diagonal(a)[:-1].mean())
+        a[:-1, :-1] += reg * torch.eye(d, dtype=torch.float64)
+        w = torch.linalg.solve(a, xty[key])
+        lin = projection.maps[key]
+        lin.weight.copy_(w[:-1].T.to(lin.weight.dtype))
+        lin.bias.copy_(w[-1].to(lin.bias.dtype))
+        cos = [torch.nn.functional.cosine_similarity((x1 @ w).float(), y, dim=-1) for x1, y in samples[key]]
+        fit[key] = round(float(torch.cat(cos).mean()), 4)
+    student.train(was_training)
+    return fit
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
@@ -581,6 +692,8 @@ def evaluate(student: torch.nn.Module, projection: L.HiddenProjection | None, te
     if hidden:
         metrics["eval_hidden_mse"] = float(totals[1] / max(counts[1], 1))
         metrics["eval_hidden_cosine"] = 1.0 - float(totals[2] / max(counts[2], 1))
+    if setup.sentence_weight > 0:
+        metrics["eval_sentence_cosine"] = 1.0 - float(totals[5] / max(counts[5], 1))
     agreement = _teacher_agreement(torch.cat(t_emb), torch.cat(s_emb)) if t_emb else None
     if agreement is not None:
         metrics["eval_teacher_agreement"] = agreement
@@ -608,7 +721,8 @@ def export_student(student: torch.nn.Module, projection: L.HiddenProjection | No
     shutil.rmtree(tmp, ignore_errors=True)
     if projection is not None:
         s_layers = _num_layers(student)
-        last = [p for p in projection.layer_map if p[0] == s_layers] or projection.layer_map[-1:]
+        # the student's last layer, paired with the deepest teacher layer it is trained against
+        last = sorted(p for p in projection.layer_map if p[0] == s_layers)[-1:] or projection.layer_map[-1:]
         student.config.vocabshrink_projection = {
             "file": "projection.safetensors",
             "in_features": projection.student_width,
@@ -650,6 +764,8 @@ def distill(
     cosine_weight: float = 0.0,
     kl_weight: float = 0.0,
     match_weight: float = 0.0,
+    sentence_weight: float = 0.0,
+    projection_init: str = "fit",
     temperature: float = 2.0,
     sum_probs: bool = False,
     batch_size: int = 32,
@@ -691,7 +807,10 @@ def distill(
         raise ConfigError(f"--mode must be 'split' or 'offsets', got {mode!r}")
     if schedule not in ("linear", "cosine"):
         raise ConfigError(f"--schedule must be 'linear' or 'cosine', got {schedule!r}")
-    weights = dict(mlm=mlm_weight, mse=mse_weight, cosine=cosine_weight, kl=kl_weight, match=match_weight)
+    if projection_init not in ("fit", "random"):
+        raise ConfigError(f"--projection-init must be 'fit' or 'random', got {projection_init!r}")
+    weights = dict(mlm=mlm_weight, mse=mse_weight, cosine=cosine_weight, kl=kl_weight, match=match_weight,
+                   sentence=sentence_weight)
     if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
         raise ConfigError(f"loss weights must be >= 0 and at least one > 0, got {weights}")
     if max_steps <= 0 or batch_size <= 0 or grad_accum <= 0 or temperature <= 0 or lr <= 0:
@@ -737,10 +856,12 @@ def distill(
     pairs = parse_layer_map(layer_map, _num_layers(s_model), _num_layers(t_model))
     settings["layer_map"] = [list(p) for p in pairs]
     s_width, t_width = int(s_model.config.hidden_size), int(t_model.config.hidden_size)
+    sentence_pair = (_num_layers(s_model), _num_layers(t_model))
     projection = None
-    if s_width != t_width and (mse_weight > 0 or cosine_weight > 0):
+    if s_width != t_width and (mse_weight > 0 or cosine_weight > 0 or sentence_weight > 0):
         torch.manual_seed(seed)
-        projection = L.HiddenProjection(s_width, t_width, pairs).to(dev)
+        proj_pairs = pairs if sentence_weight == 0 or sentence_pair in pairs else [*pairs, sentence_pair]
+        projection = L.HiddenProjection(s_width, t_width, proj_pairs).to(dev)
     reduce_map = shared = None
     if need_logits:
         offsets, ids = aligner.table
@@ -753,7 +874,7 @@ def distill(
         shared[sh_t] = sh_s
         shared = shared.to(dev)
     setup = LossSetup(mode, pairs, mlm_weight, mse_weight, cosine_weight, kl_weight, match_weight, temperature,
-                      sum_probs, reduce_map, shared)
+                      sum_probs, reduce_map, shared, sentence_weight=sentence_weight, sentence_pair=sentence_pair)
 
     # ---- setup: data ------------------------------------------------------------------------------------------
     dataset, lengths, collate = open_data(data, teacher_tok, student_tok, aligner, mode=mode,
@@ -826,6 +947,18 @@ def distill(
         eb = [order[i:i + micro] for i in range(0, len(order), micro)][:eval_batches]
         eval_batches_cache = [_collate(e_collate, e_ds, idx, 0) for idx in eb]
 
+    # ---- setup: the projection's start ------------------------------------------------------------------------
+    # Every rank fits on the same global batches of epoch 0, so the start is the same on any number of processes.
+    projection_fit = None
+    if projection is not None and projection_init == "fit" and resumed_from is None:
+        fit_batches = [_to_device(_collate(collate, dataset, g[i:i + micro], 0), dev)
+                       for g in global_batches(lengths, batch_size, seed, 0)[:PROJECTION_FIT_BATCHES]
+                       for i in range(0, len(g), micro)]
+        projection_fit = fit_projection(projection, s_model, t_model, fit_batches, setup)
+        del fit_batches
+        log.info("projection: least-squares start on %d batches, cosine to the teacher %s",
+                 min(PROJECTION_FIT_BATCHES, len(batches)), projection_fit)
+
     # ---- the loop ---------------------------------------------------------------------------------------------
     s_model.train()
     bar = None
@@ -872,7 +1005,7 @@ def distill(
             _all_reduce(stats, world)
             global_loss = float(stats[0])
             if not math.isfinite(global_loss):
-                bad = {k: float(v) for k, v in zip(COMPONENTS, stats[1:6]) if not math.isfinite(float(v))}
+                bad = {k: float(v) for k, v in zip(COMPONENTS, stats[1:1 + len(COMPONENTS)]) if not math.isfinite(float(v))}
                 last_ckpt = _checkpoints(out)[-1][1] if _checkpoints(out) else None
                 raise TrainingError(
                     f"step {step}: the loss is {global_loss} (non-finite components: {bad or 'the total'}); the run "
@@ -888,7 +1021,7 @@ def distill(
             examples_seen += batch_size
             tokens_seen += int(stats[-1])
             last_loss = global_loss
-            last_parts = {k: float(v) for k, v in zip(COMPONENTS, stats[1:6]) if k in _active(setup)}
+            last_parts = {k: float(v) for k, v in zip(COMPONENTS, stats[1:1 + len(COMPONENTS)]) if k in _active(setup)}
             done = step + 1
 
             # logging (rank 0)
@@ -944,7 +1077,7 @@ def distill(
         world_size=world, device=str(dev), examples_seen=examples_seen, teacher_tokens_seen=tokens_seen,
         elapsed_s=round(elapsed, 3), tokens_per_s=round((tokens_seen - tokens_at_start) / max(time.time() - t0, 1e-9), 1),
         final_loss=last_loss, final_losses=last_parts, evaluation=last_eval,
-        checkpoints=[str(p) for _, p in _checkpoints(out)], settings=settings,
+        checkpoints=[str(p) for _, p in _checkpoints(out)], settings=settings, projection_fit=projection_fit,
     )
     if is_main:
         write_atomic(out / "training_report.json", report.to_json())
@@ -955,7 +1088,7 @@ def distill(
 
 def _active(setup: LossSetup) -> set[str]:
     w = dict(zip(COMPONENTS, (setup.mlm_weight, setup.mse_weight, setup.cosine_weight, setup.kl_weight,
-                              setup.match_weight)))
+                              setup.match_weight, setup.sentence_weight)))
     return {k for k, v in w.items() if v > 0}
 
 
