@@ -345,22 +345,23 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
 
     offsets_sentence = setup.mode == "offsets" and setup.sentence_weight > 0
 
-    # Pass 1: the student over its own (MLM-masked) tokens. The vocabulary head runs on the masked positions only
-    # (15% of them) unless the offsets-mode KL needs every position's logits: at a 264-wide student the full head
-    # costs about as much as the encoder.
+    # Pass 1: the student over its own tokens, MLM-masked when the MLM loss is on (else the text as it is). The
+    # vocabulary head runs on the masked positions only (15% of them) unless the offsets-mode KL needs every
+    # position's logits: at a 264-wide student the full head costs about as much as the encoder.
     own = own_states = None
+    own_ids = batch["student_input_ids"] if setup.mlm_weight > 0 else batch["student_original_ids"]
     if setup.mlm_weight > 0 or offsets_hidden or offsets_logits or offsets_sentence:
         head = _mlm_head(student)
         want_states = offsets_hidden or offsets_sentence
         with autocast:
             if head is None or offsets_logits:
-                own = student(input_ids=batch["student_input_ids"], attention_mask=batch["student_attention_mask"],
+                own = student(input_ids=own_ids, attention_mask=batch["student_attention_mask"],
                               output_hidden_states=want_states)
                 own_states = own.hidden_states
                 if setup.mlm_weight > 0:
                     sums["mlm"] = L.mlm_loss(own.logits, batch["mlm_labels"], reduction="sum")
             else:
-                enc = _encoder(student)(input_ids=batch["student_input_ids"],
+                enc = _encoder(student)(input_ids=own_ids,
                                         attention_mask=batch["student_attention_mask"],
                                         output_hidden_states=want_states)
                 own_states = enc.hidden_states
