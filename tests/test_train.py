@@ -432,5 +432,10 @@ def test_cli_runs_and_reports_errors(models, tmp_path):
     printed = json.loads(ok.output[ok.output.index("{"):])
     assert printed["steps"] == 1 and printed["settings"]["sentence_weight"] == 0.5
     assert "sentence" in printed["final_losses"] and printed["projection_fit"] is None
+    # --no-progress silences transformers' "Loading weights" bars too
+    from transformers.utils import logging as hf_logging
+
+    assert "Loading weights" not in ok.output
+    hf_logging.enable_progress_bar()
     bad = CliRunner().invoke(cli, [*base, "--student", str(tmp_path / "nope"), "--out", str(tmp_path / "run2")])
     assert bad.exit_code == 1 and "init-student" in bad.output and "Traceback" not in bad.output

@@ -21,6 +21,15 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+def _progress(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--no-progress also silences transformers' own bars (e.g. "Loading weights")."""
+    if not value:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return value
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="vocabshrink")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
@@ -58,7 +67,8 @@ def cli(verbose: int) -> None:
               help="Invalid UTF-8: stop with file and line, or replace.")
 @click.option("--max-lines", type=int, default=None, help="Read at most this many lines (quick runs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out sample.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+@click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
+              help="Progress bars on stderr.")
 def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequency, keep, eval_corpus,
                     eval_lines, text_field, errors, max_lines, seed, progress) -> None:
     """Train the student's reduced vocabulary from CORPUS (files, folders, globs, - for stdin).
@@ -100,7 +110,8 @@ def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequen
 @click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
               help="Invalid UTF-8: stop with an error, or replace it.")
 @click.option("--max-lines", type=int, default=None, help="Read at most this many lines of the corpus.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
+              help="Show a progress bar.")
 def align_command(corpus: tuple[str, ...], **options) -> None:
     """Cut CORPUS into examples both tokenizers agree on and write training shards.
 
@@ -226,7 +237,7 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
               help="Student autocast; auto = bf16 on GPUs that support it.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 [default: the local GPU, else CPU].")
 @click.option("--log-every", type=int, default=10, show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress)
 def distill_cmd(**kwargs) -> None:
     """Train the student against the teacher on aligned shards.
 
@@ -318,7 +329,8 @@ def evaluate_command(**options) -> None:
 @click.option("--overwrite", is_flag=True, help="Redo a demo already in --out.")
 @click.option("--device", default=None, help="Device for distill and evaluate (default: cuda if present).")
 @click.option("--seed", default=0, show_default=True, help="Seed for every stage.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+@click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
+              help="Progress bars on stderr.")
 def demo_command(**options) -> None:
     """Run the whole pipeline (build-vocab, align, init-student, a short distill, evaluate) offline.
 
