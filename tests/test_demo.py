@@ -83,6 +83,8 @@ def test_demo_quick_end_to_end(tmp_path, minilm_path):
     assert ev["size_ratio"]["params"] > 3
     assert -1 <= ev["fidelity"]["teacher_agreement"] <= 1
     assert (root / "run" / "metrics.jsonl").exists()
+    trained = json.loads((root / "run" / "training_report.json").read_text(encoding="utf-8"))
+    assert set(trained["final_losses"]) == {"mse", "cosine", "sentence"} and trained["projection_fit"]
     report = Path(summary["stages"]["evaluate"])
     assert {p.name for p in report.glob("*.png")} == {"size_speed.png", "loss_curves.png", "fertility.png"}
     assert json.loads((report / "report.json").read_text(encoding="utf-8"))["fertility"]["source"].startswith("shard")

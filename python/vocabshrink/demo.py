@@ -60,9 +60,9 @@ class DemoSettings:
                        intermediate=128, batch_size=4, max_steps=4, warmup_steps=1, lr=5e-4, eval_sentences=32,
                        speed_shapes=((1, 32), (2, 32)), repeats=1, max_train=500)
         # The model card's tiny shape (3 layers, 264 wide). Distill gets about half of the 15-minute budget on
-        # 2 CPU cores: enough to watch the losses fall, far too little for quality (see benchmarks/RESULTS.md).
+        # 2 CPU cores: enough to watch the losses fall, far too little for full quality (benchmarks/RESULTS.md).
         return cls(corpus_chars=2_000_000, vocab_size=5000, max_length=128, layers=3, hidden=264, heads=12,
-                   intermediate=792, batch_size=16, max_steps=100, warmup_steps=10, lr=5e-4, eval_sentences=300,
+                   intermediate=792, batch_size=16, max_steps=250, warmup_steps=25, lr=5e-4, eval_sentences=300,
                    speed_shapes=((1, 512), (16, 512)), repeats=3, max_train=5000)
 
 
@@ -270,6 +270,8 @@ def demo(
     trained = distill(teacher=teacher_dir, student=str(root / "student-init"), data=[str(root / "shards")],
                       eval_data=[str(root / "shards-valid")], out=str(root / "run"), batch_size=cfg.batch_size,
                       max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, lr=cfg.lr, max_length=cfg.max_length,
+                      # the recipe of benchmarks/RESULTS.md for a sentence-embedding teacher such as MiniLM
+                      mlm_weight=0.0, mse_weight=1.0, cosine_weight=1.0, sentence_weight=1.0,
                       eval_every=max(cfg.max_steps // 5, 1), eval_batches=4, log_every=max(cfg.max_steps // 50, 1),
                       seed=seed, device=device, progress=progress)
     report.seconds["distill"] = time.perf_counter() - t0
