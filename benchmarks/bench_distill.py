@@ -72,6 +72,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from vocabshrink import losses as L
+    from vocabshrink import distill_losses as DL
     from vocabshrink import train as T
     from vocabshrink.aligner import Aligner
     from vocabshrink.tokenization import load_tokenizer
@@ -93,7 +94,6 @@ def main() -> None:
                                                aligner, mode=mode, mlm_probability=0.15, max_length=None, seed=0)
             # the longest examples: batches of about 128 teacher tokens
             order = np.argsort(-lengths, kind="stable")
-            setup = T.LossSetup(mode, [(3, 6)], 1.0, 1.0, 1.0, 0.0, 0.0, 2.0, False, None, None)
             times = {k: [] for k in ("teacher", "student", "align", "pool", "step")}
             tokens = []
             for i in range(args.steps + 1):
@@ -111,7 +111,7 @@ def main() -> None:
                 loss = L.mlm_loss(own.logits, batch["mlm_labels"])
                 if mode == "split":
                     sp = batch["split"]
-                    s_h = T._encoder(s_model)(input_ids=sp.student_ids, attention_mask=sp.student_mask.long(),
+                    s_h = DL.encoder(s_model)(input_ids=sp.student_ids, attention_mask=sp.student_mask.long(),
                                               output_hidden_states=True).hidden_states[3]
                 else:
                     s_h = own.hidden_states[3]

@@ -1,0 +1,299 @@
+"""The losses of one distillation micro-batch: teacher and student passes, each component summed over its rows.
+
+`distill` (vocabshrink.train) calls `loss_sums` per micro-batch, sums `row_counts` over micro-batches and ranks,
+and `combine`s the two into the step's loss; `fit_projection` gives the width projection its least-squares start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from . import losses as L
+from .agreement import mean_pool
+
+
+def encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare encoder of a *ForMaskedLM (or the model itself): hidden states without the vocabulary head."""
+    return getattr(model, model.base_model_prefix, model) if hasattr(model, "base_model_prefix") else model
+
+
+def num_layers(model: torch.nn.Module) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+@dataclass
+class LossSetup:
+    """What the step needs besides the models: weights, the layer pairs and the vocabulary maps."""
+
+    mode: str
+    layer_map: list[tuple[int, int]]
+    mlm_weight: float
+    mse_weight: float
+    cosine_weight: float
+    kl_weight: float
+    match_weight: float
+    temperature: float
+    sum_probs: bool
+    reduce_map: L.ReduceMap | None
+    shared_teacher: torch.Tensor | None  # teacher id -> student id for shared tokens, as a lookup table (-1: none)
+    sentence_weight: float = 0.0
+    sentence_pair: tuple[int, int] = (-1, -1)  # (student layer, teacher layer) whose mean-pooled states are compared
+
+    @property
+    def need_hidden(self) -> bool:
+        return self.mse_weight > 0 or self.cosine_weight > 0
+
+    @property
+    def need_states(self) -> bool:
+        """Whether the passes must return per-layer hidden states."""
+        return self.need_hidden or self.sentence_weight > 0
+
+    @property
+    def need_logits(self) -> bool:
+        return self.kl_weight > 0 or self.match_weight > 0
+
+
+COMPONENTS = ("mlm", "mse", "cosine", "kl", "match", "sentence")
+
+
+def _rows(batch: dict[str, Any], setup: LossSetup) -> dict[str, torch.Tensor]:
+    """Boolean masks of the rows each loss averages over (known before any forward pass)."""
+    t_mask = batch["teacher_attention_mask"].bool()
+    rows: dict[str, torch.Tensor] = {"mlm": batch["mlm_labels"] != -100}
+    if setup.mode == "split":
+        split = batch["split"]
+        pos = t_mask & split.teacher_keep.bool()
+        rows["hidden"] = pos
+        rows["kl"] = pos
+        if setup.shared_teacher is not None:
+            single = (split.span_end - split.span_start) == 1
+            shared = setup.shared_teacher.to(t_mask.device)[batch["teacher_input_ids"]] >= 0
+            rows["match"] = pos & single & shared
+    else:
+        chunks = batch["chunks"]
+        rows["hidden"] = chunks.chunk_mask.bool()
+        b, c = chunks.chunk_mask.shape
+        t_count = (chunks.teacher_indptr[1:] - chunks.teacher_indptr[:-1]).view(b, c)
+        s_count = (chunks.student_indptr[1:] - chunks.student_indptr[:-1]).view(b, c)
+        one_teacher = rows["hidden"] & (t_count == 1)
+        rows["kl"] = one_teacher
+        rows["match"] = torch.zeros_like(one_teacher)
+        nnz_t, nnz_s = chunks.teacher_indices.numel(), chunks.student_indices.numel()
+        if setup.shared_teacher is not None and nnz_t and nnz_s:
+            # a chunk of one token on each side, the same shared token on both: identically tokenized
+            first_t = chunks.teacher_indices[chunks.teacher_indptr[:-1].long().clamp(max=nnz_t - 1)].long()
+            first_s = chunks.student_indices[chunks.student_indptr[:-1].long().clamp(max=nnz_s - 1)].long()
+            t_ids = batch["teacher_input_ids"].reshape(-1)[first_t].view(b, c)
+            s_ids = batch["student_original_ids"].reshape(-1)[first_s].view(b, c)
+            mapped = setup.shared_teacher.to(t_ids.device)[t_ids]
+            rows["match"] = one_teacher & (s_count == 1) & (mapped == s_ids) & (mapped >= 0)
+    return rows
+
+
+def row_counts(batch: dict[str, Any], setup: LossSetup) -> torch.Tensor:
+    """Rows per loss component (mlm, mse, cosine, kl, match, sentence), float64, for normalising sums across ranks."""
+    rows = _rows(batch, setup)
+    n_pairs = len(setup.layer_map)
+    hidden = float(rows["hidden"].sum()) * n_pairs
+    sentences = float((batch["teacher_attention_mask"].sum(1) > 0).sum())
+    return torch.tensor([float(rows["mlm"].sum()), hidden, hidden, float(rows["kl"].sum()),
+                         float(rows["match"].sum()) if "match" in rows else 0.0, sentences], dtype=torch.float64)
+
+
+def _mlm_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The vocabulary head of a *ForMaskedLM (BERT's `cls`, RoBERTa's `lm_head`), or None for other layouts."""
+    for name in ("cls", "lm_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            return head
+    return None
+
+
+
+def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: torch.nn.Module,
+              batch: dict[str, Any], setup: LossSetup, autocast: Any) -> dict[str, torch.Tensor]:
+    """Each loss component summed over its rows (a weight of 0 skips the component's computation)."""
+    sums: dict[str, torch.Tensor] = {}
+    rows = _rows(batch, setup)
+    need_teacher = setup.need_states or setup.need_logits
+    t_out = None
+    if need_teacher:
+        with torch.no_grad():
+            t_model = teacher if setup.need_logits else encoder(teacher)
+            t_out = t_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                            output_hidden_states=setup.need_states)
+    offsets_hidden = setup.mode == "offsets" and setup.need_hidden
+    offsets_logits = setup.mode == "offsets" and setup.need_logits
+
+    offsets_sentence = setup.mode == "offsets" and setup.sentence_weight > 0
+
+    # Pass 1: the student over its own tokens, MLM-masked when the MLM loss is on (else the text as it is). The
+    # vocabulary head runs on the masked positions only (15% of them) unless the offsets-mode KL needs every
+    # position's logits: at a 264-wide student the full head costs about as much as the encoder.
+    own = own_states = None
+    own_ids = batch["student_input_ids"] if setup.mlm_weight > 0 else batch["student_original_ids"]
+    if setup.mlm_weight > 0 or offsets_hidden or offsets_logits or offsets_sentence:
+        head = _mlm_head(student)
+        want_states = offsets_hidden or offsets_sentence
+        with autocast:
+            if head is None or offsets_logits:
+                own = student(input_ids=own_ids, attention_mask=batch["student_attention_mask"],
+                              output_hidden_states=want_states)
+                own_states = own.hidden_states
+                if setup.mlm_weight > 0:
+                    sums["mlm"] = L.mlm_loss(own.logits, batch["mlm_labels"], reduction="sum")
+            else:
+                enc = encoder(student)(input_ids=own_ids,
+                                        attention_mask=batch["student_attention_mask"],
+                                        output_hidden_states=want_states)
+                own_states = enc.hidden_states
+                if setup.mlm_weight > 0:
+                    labels = batch["mlm_labels"]
+                    picked = labels != -100
+                    logits = head(enc.last_hidden_state[picked])
+                    sums["mlm"] = L.mlm_loss(logits, labels[picked], reduction="sum")
+
+    # Pass 2 (split mode): the student over the teacher's tokens split by the student vocabulary.
+    split_out = None
+    if setup.mode == "split" and need_teacher:
+        split = batch["split"]
+        model = student if setup.need_logits else encoder(student)
+        with autocast:
+            split_out = model(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
+                              output_hidden_states=setup.need_states)
+
+    if setup.need_hidden:
+        mse = cos = 0.0
+        for s_layer, t_layer in setup.layer_map:
+            t_h = t_out.hidden_states[t_layer].float()
+            if setup.mode == "split":
+                s_h = L.span_mean(split_out.hidden_states[s_layer].float(), batch["split"])
+                mask = rows["hidden"]
+            else:
+                s_h = L.chunk_mean(own_states[s_layer].float(), batch["chunks"], "student")
+                t_h = L.chunk_mean(t_h, batch["chunks"], "teacher")
+                mask = rows["hidden"]
+            if projection is not None:
+                s_h = projection(s_h, s_layer, t_layer)
+            if setup.mse_weight > 0:
+                mse = mse + L.hidden_mse(s_h, t_h, mask, reduction="sum")
+            if setup.cosine_weight > 0:
+                cos = cos + L.hidden_cosine(s_h, t_h, mask, reduction="sum")
+        if setup.mse_weight > 0:
+            sums["mse"] = mse
+        if setup.cosine_weight > 0:
+            sums["cosine"] = cos
+
+    if setup.sentence_weight > 0:
+        # the sentence embedding the way sentence-transformers and `evaluate` make it: the mean over all tokens
+        s_layer, t_layer = setup.sentence_pair
+        t_sent = mean_pool(t_out.hidden_states[t_layer].float(), batch["teacher_attention_mask"])
+        if setup.mode == "split":
+            s_sent = mean_pool(split_out.hidden_states[s_layer].float(), batch["split"].student_mask)
+        else:
+            s_sent = mean_pool(own_states[s_layer].float(), batch["student_attention_mask"])
+        if projection is not None:
+            s_sent = projection(s_sent, s_layer, t_layer)
+        present = batch["teacher_attention_mask"].sum(1) > 0
+        sums["sentence"] = L.hidden_cosine(s_sent, t_sent, present, reduction="sum")
+
+    if setup.need_logits:
+        t_logits = t_out.logits.float()
+        if setup.mode == "split":
+            pooled = L.span_mean(split_out.logits.float(), batch["split"])  # [B, Lt, V_S]
+            t_rows = t_logits
+        else:
+            pooled = L.chunk_mean(own.logits.float(), batch["chunks"], "student")  # [B, C, V_S]
+            t_rows = L.chunk_mean(t_logits, batch["chunks"], "teacher")  # one teacher token: its own logits
+        if setup.kl_weight > 0:
+            m = rows["kl"]
+            sums["kl"] = L.reduce_kl(pooled[m], t_rows[m], setup.reduce_map, setup.temperature, setup.sum_probs,
+                                     reduction="sum")
+        if setup.match_weight > 0:
+            m = rows["match"]
+            shared_t = torch.nonzero(setup.shared_teacher >= 0).flatten()
+            shared_s = setup.shared_teacher[shared_t]
+            sums["match"] = L.match_kl(pooled[m], t_rows[m], shared_t, shared_s, setup.temperature, reduction="sum")
+    return sums
+
+
+def combine(sums: dict[str, torch.Tensor], counts: torch.Tensor, setup: LossSetup) -> tuple[torch.Tensor, dict]:
+    """The weighted loss: each component's sum divided by its global row count (step, all ranks)."""
+    weights = dict(zip(COMPONENTS, (setup.mlm_weight, setup.mse_weight, setup.cosine_weight, setup.kl_weight,
+                                    setup.match_weight, setup.sentence_weight)))
+    total = torch.zeros((), dtype=torch.float32)
+    parts = {}
+    for i, name in enumerate(COMPONENTS):
+        if name in sums:
+            value = sums[name] / max(float(counts[i]), 1.0)
+            total = total.to(value.device) + weights[name] * value
+            parts[name] = value.detach()
+    return total, parts
+
+
+@torch.no_grad()
+def fit_projection(projection: L.HiddenProjection, student: torch.nn.Module, teacher: torch.nn.Module,
+                   batches: Sequence[dict[str, Any]], setup: LossSetup, ridge: float = 1e-3) -> dict[str, float]:
+    """Start every map of `projection` at the affine least-squares fit of the teacher's states from the student's.
+
+    A random projection makes the first steps train the student towards a random target, which moves the copied
+    teacher layers away from the teacher before the projection has learned anything; the fit (ridge-regularised
+    normal equations over the aligned positions of `batches`, unmasked text) gives a meaningful start instead.
+    Returns the mean cosine between fitted and teacher states per map, on the fitting positions.
+    """
+    was_training = student.training
+    student.eval()
+    keys = [projection.key(*p) for p in projection.layer_map]
+    xtx = {k: torch.zeros(projection.student_width + 1, projection.student_width + 1, dtype=torch.float64)
+           for k in keys}
+    xty = {k: torch.zeros(projection.student_width + 1, projection.teacher_width, dtype=torch.float64) for k in keys}
+    samples: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in keys}
+    for batch in batches:
+        t_states = encoder(teacher)(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                                     output_hidden_states=True).hidden_states
+        if setup.mode == "split":
+            split = batch["split"]
+            s_states = encoder(student)(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
+                                         output_hidden_states=True).hidden_states
+            mask = batch["teacher_attention_mask"].bool() & split.teacher_keep.bool()
+        else:
+            s_states = encoder(student)(input_ids=batch["student_original_ids"],
+                                         attention_mask=batch["student_attention_mask"],
+                                         output_hidden_states=True).hidden_states
+            mask = batch["chunks"].chunk_mask.bool()
+        for (s_layer, t_layer), key in zip(projection.layer_map, keys):
+            if setup.mode == "split":
+                x = L.span_mean(s_states[s_layer].float(), batch["split"])[mask]
+                y = t_states[t_layer].float()[mask]
+            else:
+                x = L.chunk_mean(s_states[s_layer].float(), batch["chunks"], "student")[mask]
+                y = L.chunk_mean(t_states[t_layer].float(), batch["chunks"], "teacher")[mask]
+            x1 = torch.cat([x, torch.ones(x.shape[0], 1)], dim=1).double()
+            xtx[key] += x1.T @ x1
+            xty[key] += x1.T @ y.double()
+            samples[key].append((x1, y))
+    fit = {}
+    for key in keys:
+        a = xtx[key].clone()
+        d = a.shape[0] - 1
+        if float(a[-1, -1]) < d:  # fewer positions than unknowns: keep the random start
+            continue
+        reg = ridge * float(torch.diagonal(a)[:-1].mean())
+        a[:-1, :-1] += reg * torch.eye(d, dtype=torch.float64)
+        w = torch.linalg.solve(a, xty[key])
+        lin = projection.maps[key]
+        lin.weight.copy_(w[:-1].T.to(lin.weight.dtype))
+        lin.bias.copy_(w[-1].to(lin.bias.dtype))
+        cos = [torch.nn.functional.cosine_similarity((x1 @ w).float(), y, dim=-1) for x1, y in samples[key]]
+        fit[key] = round(float(torch.cat(cos).mean()), 4)
+    student.train(was_training)
+    return fit
+
+
+def active_components(setup: LossSetup) -> set[str]:
+    w = dict(zip(COMPONENTS, (setup.mlm_weight, setup.mse_weight, setup.cosine_weight, setup.kl_weight,
+                              setup.match_weight, setup.sentence_weight)))
+    return {k for k, v in w.items() if v > 0}
