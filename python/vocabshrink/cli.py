@@ -250,6 +250,8 @@ def distill_cmd(**kwargs) -> None:
     Example:
       vocabshrink distill --teacher minilm --student student --data shards --eval-data held-out \\
           --out run --mse-weight 1 --cosine-weight 1 --max-steps 2000 --checkpoint-every 500
+      # a sentence-embedding teacher without an MLM head (benchmarks/RESULTS.md):
+      vocabshrink distill ... --mlm-weight 0 --mse-weight 1 --cosine-weight 1 --sentence-weight 1
       torchrun --nproc-per-node 2 -m vocabshrink.cli distill ...   (same options)
     """
     from .train import distill
