@@ -55,6 +55,12 @@ class LossSetup:
     def need_logits(self) -> bool:
         return self.kl_weight > 0 or self.match_weight > 0
 
+    @property
+    def weights(self) -> dict[str, float]:
+        """Each loss component's weight, by the names of COMPONENTS."""
+        return dict(zip(COMPONENTS, (self.mlm_weight, self.mse_weight, self.cosine_weight, self.kl_weight,
+                                     self.match_weight, self.sentence_weight)))
+
 
 COMPONENTS = ("mlm", "mse", "cosine", "kl", "match", "sentence")
 
@@ -112,6 +118,17 @@ def _mlm_head(model: torch.nn.Module) -> torch.nn.Module | None:
     return None
 
 
+def _paired_states(s_states: Sequence[torch.Tensor], t_states: Sequence[torch.Tensor], pair: tuple[int, int],
+                   batch: dict[str, Any], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and teacher states of one layer pair on common rows: per teacher position (split mode, student
+    states span-averaged) or per common chunk (offsets mode, both sides chunk-averaged); mask with `_rows`'s
+    "hidden"."""
+    s_layer, t_layer = pair
+    s_h, t_h = s_states[s_layer].float(), t_states[t_layer].float()
+    if mode == "split":
+        return L.span_mean(s_h, batch["split"]), t_h
+    return L.chunk_mean(s_h, batch["chunks"], "student"), L.chunk_mean(t_h, batch["chunks"], "teacher")
+
 
 def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: torch.nn.Module,
               batch: dict[str, Any], setup: LossSetup, autocast: Any) -> dict[str, torch.Tensor]:
@@ -127,7 +144,6 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
                             output_hidden_states=setup.need_states)
     offsets_hidden = setup.mode == "offsets" and setup.need_hidden
     offsets_logits = setup.mode == "offsets" and setup.need_logits
-
     offsets_sentence = setup.mode == "offsets" and setup.sentence_weight > 0
 
     # Pass 1: the student over its own tokens, MLM-masked when the MLM loss is on (else the text as it is). The
@@ -146,9 +162,8 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
                 if setup.mlm_weight > 0:
                     sums["mlm"] = L.mlm_loss(own.logits, batch["mlm_labels"], reduction="sum")
             else:
-                enc = encoder(student)(input_ids=own_ids,
-                                        attention_mask=batch["student_attention_mask"],
-                                        output_hidden_states=want_states)
+                enc = encoder(student)(input_ids=own_ids, attention_mask=batch["student_attention_mask"],
+                                       output_hidden_states=want_states)
                 own_states = enc.hidden_states
                 if setup.mlm_weight > 0:
                     labels = batch["mlm_labels"]
@@ -167,15 +182,10 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
 
     if setup.need_hidden:
         mse = cos = 0.0
+        s_states = split_out.hidden_states if setup.mode == "split" else own_states
+        mask = rows["hidden"]
         for s_layer, t_layer in setup.layer_map:
-            t_h = t_out.hidden_states[t_layer].float()
-            if setup.mode == "split":
-                s_h = L.span_mean(split_out.hidden_states[s_layer].float(), batch["split"])
-                mask = rows["hidden"]
-            else:
-                s_h = L.chunk_mean(own_states[s_layer].float(), batch["chunks"], "student")
-                t_h = L.chunk_mean(t_h, batch["chunks"], "teacher")
-                mask = rows["hidden"]
+            s_h, t_h = _paired_states(s_states, t_out.hidden_states, (s_layer, t_layer), batch, setup.mode)
             if projection is not None:
                 s_h = projection(s_h, s_layer, t_layer)
             if setup.mse_weight > 0:
@@ -222,8 +232,7 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
 
 def combine(sums: dict[str, torch.Tensor], counts: torch.Tensor, setup: LossSetup) -> tuple[torch.Tensor, dict]:
     """The weighted loss: each component's sum divided by its global row count (step, all ranks)."""
-    weights = dict(zip(COMPONENTS, (setup.mlm_weight, setup.mse_weight, setup.cosine_weight, setup.kl_weight,
-                                    setup.match_weight, setup.sentence_weight)))
+    weights = setup.weights
     total = torch.zeros((), dtype=torch.float32)
     parts = {}
     for i, name in enumerate(COMPONENTS):
@@ -252,25 +261,20 @@ def fit_projection(projection: L.HiddenProjection, student: torch.nn.Module, tea
     xty = {k: torch.zeros(projection.student_width + 1, projection.teacher_width, dtype=torch.float64) for k in keys}
     samples: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in keys}
     for batch in batches:
-        t_states = encoder(teacher)(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
-                                     output_hidden_states=True).hidden_states
+        t_states = encoder(teacher)(input_ids=batch["teacher_input_ids"],
+                                    attention_mask=batch["teacher_attention_mask"], output_hidden_states=True).hidden_states
         if setup.mode == "split":
             split = batch["split"]
             s_states = encoder(student)(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
-                                         output_hidden_states=True).hidden_states
-            mask = batch["teacher_attention_mask"].bool() & split.teacher_keep.bool()
+                                        output_hidden_states=True).hidden_states
         else:
             s_states = encoder(student)(input_ids=batch["student_original_ids"],
-                                         attention_mask=batch["student_attention_mask"],
-                                         output_hidden_states=True).hidden_states
-            mask = batch["chunks"].chunk_mask.bool()
-        for (s_layer, t_layer), key in zip(projection.layer_map, keys):
-            if setup.mode == "split":
-                x = L.span_mean(s_states[s_layer].float(), batch["split"])[mask]
-                y = t_states[t_layer].float()[mask]
-            else:
-                x = L.chunk_mean(s_states[s_layer].float(), batch["chunks"], "student")[mask]
-                y = L.chunk_mean(t_states[t_layer].float(), batch["chunks"], "teacher")[mask]
+                                        attention_mask=batch["student_attention_mask"],
+                                        output_hidden_states=True).hidden_states
+        mask = _rows(batch, setup)["hidden"]
+        for pair, key in zip(projection.layer_map, keys):
+            s_h, t_h = _paired_states(s_states, t_states, pair, batch, setup.mode)
+            x, y = s_h[mask], t_h[mask]
             x1 = torch.cat([x, torch.ones(x.shape[0], 1)], dim=1).double()
             xtx[key] += x1.T @ x1
             xty[key] += x1.T @ y.double()
@@ -294,6 +298,4 @@ def fit_projection(projection: L.HiddenProjection, student: torch.nn.Module, tea
 
 
 def active_components(setup: LossSetup) -> set[str]:
-    w = dict(zip(COMPONENTS, (setup.mlm_weight, setup.mse_weight, setup.cosine_weight, setup.kl_weight,
-                              setup.match_weight, setup.sentence_weight)))
-    return {k for k, v in w.items() if v > 0}
+    return {k for k, v in setup.weights.items() if v > 0}

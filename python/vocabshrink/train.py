@@ -593,6 +593,7 @@ def distill(
     last_eval = None
     checkpoints: list[str] = []
     tokens_at_start, t0 = tokens_seen, time.time()
+    active = active_components(setup)
     try:
         for step in range(start_step, max_steps):
 
@@ -643,7 +644,7 @@ def distill(
             examples_seen += batch_size
             tokens_seen += int(stats[-1])
             last_loss = global_loss
-            last_parts = {k: float(v) for k, v in zip(COMPONENTS, stats[1:1 + len(COMPONENTS)]) if k in active_components(setup)}
+            last_parts = {k: float(v) for k, v in zip(COMPONENTS, stats[1:1 + len(COMPONENTS)]) if k in active}
             done = step + 1
 
             # logging (rank 0)
