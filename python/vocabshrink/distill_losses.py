@@ -274,7 +274,8 @@ def fit_projection(projection: L.HiddenProjection, student: torch.nn.Module, tea
         mask = _rows(batch, setup)["hidden"]
         for pair, key in zip(projection.layer_map, keys):
             s_h, t_h = _paired_states(s_states, t_states, pair, batch, setup.mode)
-            x, y = s_h[mask], t_h[mask]
+            # the normal equations are accumulated on the CPU in float64, whatever device the models run on
+            x, y = s_h[mask].cpu(), t_h[mask].cpu()
             x1 = torch.cat([x, torch.ones(x.shape[0], 1)], dim=1).double()
             xtx[key] += x1.T @ x1
             xty[key] += x1.T @ y.double()
