@@ -211,8 +211,11 @@ def fingerprint(tok: Tokenizer | TokenizerLike) -> str:
     """sha256 of the canonical tokenizer.json, padding and truncation settings left out."""
     if not isinstance(tok, Tokenizer):
         tok = load_tokenizer(tok)
-    spec = tokenizer_json(tok)
-    spec.pop("padding", None)
-    spec.pop("truncation", None)
-    canon = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return spec_fingerprint(tokenizer_json(tok))
+
+
+def spec_fingerprint(spec: dict) -> str:
+    """`fingerprint` of an already parsed tokenizer.json (`spec` is not modified)."""
+    canon = json.dumps({k: v for k, v in spec.items() if k not in ("padding", "truncation")},
+                       sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
