@@ -7,6 +7,7 @@ result exactly `size` tokens, and writes a Hugging Face tokenizer directory.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
 import logging
@@ -523,6 +524,7 @@ def build_vocab(
             held_out = train_sample
         lines_trained = scan.lines - len(held)
 
+    _release_free_heap()
     vocab_size = student.get_vocab_size(with_added_tokens=True)
     if vocab_size < size:
         at = f" at --min-frequency {min_frequency}" if min_frequency > 1 and algorithm != "trim" else ""
@@ -538,6 +540,18 @@ def build_vocab(
 
 
 # ---------------------------------------------------------------- training
+
+
+def _release_free_heap() -> None:
+    """Hand the trainer's freed heap back to the OS (glibc keeps it in its arenas otherwise).
+
+    The report runs after training; without this its allocations stack on top of
+    the trainer's peak instead of reusing that memory.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _train(t: _Teacher, layout: _Layout, algorithm: str, stream: Iterator[list[str]], size: int,
@@ -572,6 +586,8 @@ def _train(t: _Teacher, layout: _Layout, algorithm: str, stream: Iterator[list[s
             unk_token=t.unk, initial_alphabet=alphabet if layout.byte_alphabet else [])
     tok.train_from_iterator(stream, trainer)
     model = json.loads(tok.to_str())["model"]
+    del tok, trainer  # the trainer's word tables go before the result is assembled
+    _release_free_heap()
     if algorithm == "wordpiece":
         return _finish_wordpiece(t, layout, model, size, keep)
     if algorithm == "bpe":
@@ -829,6 +845,8 @@ def _report(t: _Teacher, student: Tokenizer, student_config: dict, lines: list[s
             started: float) -> VocabReport:
     from .aligner import Aligner
 
+    # first, while the least else is alive: the canonical JSON is the report's largest transient
+    student_fingerprint = fingerprint(student)
     words = sum(len(ln.split()) for ln in lines)
     aligner = Aligner(t.tok, student, teacher_config=t.config, student_config=student_config)
     t_unk = aligner.teacher_roles.get("unk")
@@ -855,7 +873,7 @@ def _report(t: _Teacher, student: Tokenizer, student_config: dict, lines: list[s
     return VocabReport(
         out=str(out), algorithm=algorithm, requested_size=size, vocab_size=s_stats.vocab_size,
         teacher=str(teacher) if isinstance(teacher, (str, Path)) else type(teacher).__name__,
-        teacher_fingerprint=spec_fingerprint(t.spec), student_fingerprint=fingerprint(student),
+        teacher_fingerprint=spec_fingerprint(t.spec), student_fingerprint=student_fingerprint,
         corpus=[str(s) for s in sources], lines_read=n_lines, lines_trained=n_trained, coverage=coverage,
         alphabet_size=alphabet, dropped_characters=dropped, min_frequency=min_frequency, kept_tokens=kept,
         eval_source=eval_source, eval_lines=len(lines), eval_words=words, teacher_stats=t_stats,
