@@ -6,11 +6,21 @@ trained on Russian literature for the table build. Every variant is measured
 in the same run; times are medians of repeated runs.
 
     .venv/bin/python benchmarks/bench_aligner.py
+
+span_mean is measured twice: in this process (stock glibc malloc), and in a
+child process whose glibc keeps freed memory (MALLOC_MMAP_THRESHOLD_ and
+MALLOC_TRIM_THRESHOLD_ raised, what a caching allocator such as jemalloc or
+tcmalloc does). Stock glibc hands every freed buffer over 32 MiB back to the
+OS, so each backward pays first-touch page faults on a fresh gradient buffer
+(50 MiB at H=768); the second table shows the kernels without that cost.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -106,7 +116,11 @@ def bench_expansion(teacher: Tokenizer, students: dict[str, Tokenizer]) -> None:
     )
 
 
-def bench_span_mean() -> None:
+# glibc keeps what is freed (no munmap, no trim) when both thresholds exceed every allocation
+KEEP_FREED = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**32)}
+
+
+def bench_span_mean(allocator: str = "stock glibc malloc") -> None:
     torch.manual_seed(0)
     rows = []
     b, ls = 32, 512
@@ -171,7 +185,8 @@ def bench_span_mean() -> None:
         rows.append([h, f"{t_ours * 1e3:.2f}", f"{t_bag * 1e3:.2f}", f"{t_sparse * 1e3:.2f}", f"{t_dense * 1e3:.2f}",
                      f"{t_ours / t_bag:.2f}", f"{t_dense / t_ours:.1f}x"])
     print_table(
-        f"span_mean forward+backward, B={b}, Ls={ls}, Lt={lt} (ms, median, torch threads={torch.get_num_threads()})",
+        f"span_mean forward+backward, B={b}, Ls={ls}, Lt={lt} (ms, median, torch threads={torch.get_num_threads()}, "
+        f"{allocator})",
         ["H", "span_mean", "bare embedding_bag", "torch.sparse.mm", "dense bmm", "span_mean / bag", "dense / span_mean"],
         rows,
     )
@@ -205,11 +220,16 @@ def bench_table(teacher: Tokenizer, students: dict[str, Tokenizer]) -> None:
 
 def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if sys.argv[1:] == ["--span-mean-keep-freed"]:
+        bench_span_mean("glibc keeping freed memory")
+        return
     teacher = teacher_tokenizer()
     en = [str(DATA / "en" / "wikitext2" / "train.txt")]
     students = {"5K": trained("en-5k", en, 5_000, teacher), "30K": trained("en-30k", en, 30_000, teacher)}
     bench_expansion(teacher, students)
     bench_span_mean()
+    sys.stdout.flush()
+    subprocess.run([sys.executable, __file__, "--span-mean-keep-freed"], env={**os.environ, **KEEP_FREED}, check=True)
     bench_table(teacher, students)
 
 
