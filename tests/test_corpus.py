@@ -8,8 +8,11 @@ import json
 import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from vocabshrink.corpus import iter_documents, iter_lines, require_text, resolve_paths
+from vocabshrink import corpus
+from vocabshrink.corpus import iter_documents, iter_line_blocks, iter_lines, require_text, resolve_paths
 from vocabshrink.errors import CorpusError
 
 
@@ -58,14 +61,16 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
         list(iter_lines([bad], errors="ignore"))
 
 
-def test_jsonl_field_and_bad_records(tmp_path):
+@pytest.mark.parametrize("block", [3, 1 << 22])
+def test_jsonl_field_and_bad_records(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(corpus, "_BLOCK", block)
     f = tmp_path / "x.jsonl"
     f.write_text(json.dumps({"body": "one"}) + "\n" + json.dumps({"body": "two"}) + "\n", encoding="utf-8")
     assert list(iter_lines([f], text_field="body")) == ["one", "two"]
     with pytest.raises(CorpusError, match=r"x.jsonl, line 1: no string field 'text'"):
         list(iter_lines([f]))
-    f.write_text('{"text": "ok"}\n{broken\n', encoding="utf-8")
-    with pytest.raises(CorpusError, match=r"x.jsonl, line 2: not valid JSON"):
+    f.write_text('{"text": "ok"}\n\n{"text": "also"}\n{broken\n', encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"x.jsonl, line 4: not valid JSON"):
         list(iter_lines([f]))
 
 
@@ -74,6 +79,37 @@ def test_corrupt_gzip(tmp_path):
     f.write_bytes(b"not gzip at all")
     with pytest.raises(CorpusError, match="x.txt.gz: read failed"):
         list(iter_lines([f]))
+
+
+def _reference_lines(data: bytes, errors: str) -> list[str] | tuple[int, int]:
+    """Line by line, as a reader with no blocks would: the lines, or (line, byte) of the first bad UTF-8."""
+    out = []
+    for lineno, raw in enumerate(io.BytesIO(data), start=1):
+        try:
+            out.append(raw.decode("utf-8", errors=errors).rstrip("\r\n"))
+        except UnicodeDecodeError as exc:
+            return lineno, exc.start
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.sampled_from([b"a", b"bc", b" ", b"\n", b"\r\n", b"\r", b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80",
+                                       b"\xc3", b"\xff"]), max_size=60),
+       block=st.integers(1, 9), errors=st.sampled_from(["strict", "replace"]))
+def test_blocks_match_line_by_line_reading(tmp_path, monkeypatch, parts, block, errors):
+    """Tiny blocks put block edges everywhere: inside lines, inside characters, between \r and \n."""
+    data = b"".join(parts)
+    f = tmp_path / "x.txt"
+    f.write_bytes(data)
+    monkeypatch.setattr(corpus, "_BLOCK", block)
+    expected = _reference_lines(data, errors)
+    if isinstance(expected, tuple):
+        with pytest.raises(CorpusError, match=rf"x.txt, line {expected[0]}: invalid UTF-8 at byte {expected[1]} "):
+            list(iter_lines([f], errors=errors))
+    else:
+        assert list(iter_lines([f], errors=errors)) == expected
+        assert [ln for blk in iter_line_blocks([f], errors=errors) for ln in blk] == expected
+        assert list(iter_lines([f], errors=errors, max_lines=3)) == expected[:3]
 
 
 def test_max_lines_spans_files(tree):

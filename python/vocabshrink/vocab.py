@@ -26,7 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer, pre_tokenizers, trainers
 from tqdm import tqdm
 
-from .corpus import iter_lines, resolve_paths
+from .corpus import iter_line_blocks, iter_lines, resolve_paths
 from .errors import ConfigError, CorpusError, TokenizerError
 from .files import write_atomic
 from .tokenization import (
@@ -199,34 +199,20 @@ class _Scan:
 
 
 def _scan(sources: list[str], read: dict, progress: bool, what: str) -> _Scan:
-    """Pass 1: count non-blank lines and raw characters (memory bounded by the character set)."""
+    """Pass 1: count non-blank lines and raw characters (memory bounded by the character set and one block)."""
     counts = np.zeros(256, dtype=np.int64)  # by code point, grown on demand
     n = 0
-    buf: list[str] = []
-
-    def flush() -> None:
-        nonlocal counts
-        if not buf:
-            return
-        points = np.frombuffer("".join(buf).encode("utf-32-le"), dtype=np.uint32)
-        found = np.bincount(points)
-        if len(found) > len(counts):
-            counts = np.concatenate([counts, np.zeros(len(found) - len(counts), dtype=np.int64)])
-        counts[: len(found)] += found
-
     with tqdm(desc="reading corpus", unit=" lines", disable=not progress, leave=False) as bar:
-        for line in iter_lines(sources, **read):
-            if not line.strip():
-                continue
-            buf.append(line)
-            if len(buf) >= _BATCH:
-                flush()
-                n += len(buf)
-                bar.update(len(buf))
-                buf = []
-        flush()
-        n += len(buf)
-        bar.update(len(buf))
+        for block in iter_line_blocks(sources, **read):
+            kept = [line for line in block if line.strip()]
+            if kept:
+                points = np.frombuffer("".join(kept).encode("utf-32-le"), dtype=np.uint32)
+                found = np.bincount(points)
+                if len(found) > len(counts):
+                    counts = np.concatenate([counts, np.zeros(len(found) - len(counts), dtype=np.int64)])
+                counts[: len(found)] += found
+            n += len(kept)
+            bar.update(len(kept))
     chars = Counter({chr(int(c)): int(counts[c]) for c in np.flatnonzero(counts)})
     if n == 0:
         raise CorpusError(f"{what}: the corpus is empty (no line holds any text)")
@@ -269,7 +255,7 @@ def _train_stream(sources: list[str], read: dict, held: set[int], sample_every: 
     buf: list[str] = []
     i = 0
     with tqdm(total=total, desc="training", unit=" lines", disable=not progress, leave=False) as bar:
-        for line in iter_lines(sources, **read):
+        for line in (ln for block in iter_line_blocks(sources, **read) for ln in block):
             if not line.strip():
                 continue
             if i in held:
