@@ -255,7 +255,7 @@ def _train_stream(sources: list[str], read: dict, held: set[int], sample_every: 
     buf: list[str] = []
     i = 0
     with tqdm(total=total, desc="training", unit=" lines", disable=not progress, leave=False) as bar:
-        for line in (ln for block in iter_line_blocks(sources, **read) for ln in block):
+        for line in iter_lines(sources, **read):
             if not line.strip():
                 continue
             if i in held:
