@@ -141,7 +141,7 @@ def main() -> None:
 
     docs = list(iter_documents([corpus]))
     chars = sum(map(len, docs))
-    t_tokens = sum(len(e) for e in teacher.encode_batch(docs))
+    t_tokens = sum(len(e) for e in teacher.encode_batch(docs))  # also warms the tokenizers up, untimed
 
     def bare() -> None:
         teacher.encode_batch(docs)
@@ -152,18 +152,18 @@ def main() -> None:
                              max_length=args.max_length, workers=workers, resume=False, progress=False)
 
     # Rounds interleave the variants, so a slow spell of this shared machine hits all of them; the fastest
-    # round of each counts.
-    variants = {"bare encode_batch, both tokenizers": bare, "align, 1 worker": aligned(1),
-                "align, 2 workers": aligned(2)}
+    # round of each counts. name -> (run, workers: None for the bare tokenization)
+    variants = {"bare encode_batch, both tokenizers": (bare, None), "align, 1 worker": (aligned(1), 1),
+                "align, 2 workers": (aligned(2), 2)}
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     reports = {}
     for _ in range(args.rounds):
-        for name, fn in variants.items():
+        for name, (fn, workers) in variants.items():
             t0, c0 = time.perf_counter(), cpu_seconds()
             result = fn()
             runs[name].append((time.perf_counter() - t0, cpu_seconds() - c0))
-            if result is not None:
-                reports[1 if "1 worker" in name else 2] = result
+            if workers is not None:
+                reports[workers] = result
     rows = [(name, *min(times)) for name, times in runs.items()]
     rows = [(name, wall, t_tokens / wall, cpu) for name, wall, cpu in rows]
     same = all((work / "shards-w1" / f).read_bytes() == (work / "shards-w2" / f).read_bytes()

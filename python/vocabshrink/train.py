@@ -629,7 +629,8 @@ def distill(
             global_loss = float(stats[0])
             if not math.isfinite(global_loss):
                 bad = {k: float(v) for k, v in zip(COMPONENTS, stats[1:1 + len(COMPONENTS)]) if not math.isfinite(float(v))}
-                last_ckpt = list_checkpoints(out)[-1][1] if list_checkpoints(out) else None
+                saved = list_checkpoints(out)
+                last_ckpt = saved[-1][1] if saved else None
                 raise TrainingError(
                     f"step {step}: the loss is {global_loss} (non-finite components: {bad or 'the total'}); the run "
                     f"stops. Last good checkpoint: {last_ckpt or 'none'}. Lower --lr, raise --warmup-steps or "
