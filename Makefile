@@ -23,15 +23,22 @@ $(STAMP): $(BIN)/python pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	$(PIP) install -q --no-build-isolation -e ".[test]"
 	touch $@
 
-install: $(STAMP)
+# Bytecode for the package, as a wheel install would have it: the editable install leaves the sources
+# to be compiled at every import, and PYTHONDONTWRITEBYTECODE (set on CI) keeps Python from caching them.
+BYTECODE := $(VENV)/.bytecode
+$(BYTECODE): $(STAMP) $(wildcard python/vocabshrink/*.py)
+	$(BIN)/python -m compileall -q python/vocabshrink
+	touch $@
 
-test: $(STAMP)
+install: $(STAMP) $(BYTECODE)
+
+test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: install
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
-demo: $(STAMP)
+demo: install
 	$(BIN)/vocabshrink demo
 
 # The core's tests against an AddressSanitizer + UBSan build of the extension,

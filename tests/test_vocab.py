@@ -14,6 +14,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from vocabshrink.cli import cli
 from vocabshrink.errors import ConfigError, CorpusError, TokenizerError
+from vocabshrink.tokenization import fingerprint
 from vocabshrink.vocab import VocabReport, build_vocab
 
 from conftest import train_student
@@ -272,6 +273,65 @@ def test_eval_corpus(tmp_path, minilm_path, wikitext, data_dir):
                          eval_corpus=[test], eval_lines=50, progress=False)
     assert report.eval_source == "eval-corpus" and report.eval_lines == 50
     assert report.lines_trained == report.lines_read
+
+
+def test_report_matches_a_direct_count(tmp_path, minilm_path, minilm_tokenizer, wikitext, data_dir):
+    """The report's figures, which are measured beside the trainer, equal a plain count of the same sample."""
+    import numpy as np
+
+    from vocabshrink.aligner import Aligner
+
+    lines = [ln for ln in (data_dir / "en" / "wikitext2" / "test.txt").read_text(encoding="utf-8").splitlines()
+             if ln.strip()][:80]
+    sample = tmp_path / "sample.txt"
+    sample.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "o"
+    report = build_vocab([wikitext], size=900, teacher=minilm_path, out=out, max_lines=800,
+                         eval_corpus=[sample], progress=False)
+    student = Tokenizer.from_file(str(out / "tokenizer.json"))
+    words = sum(len(ln.split()) for ln in lines)
+    t_ids = np.concatenate([e.ids for e in minilm_tokenizer.encode_batch(lines, add_special_tokens=False)])
+    s_ids = np.concatenate([e.ids for e in student.encode_batch(lines, add_special_tokens=False)])
+    assert report.eval_lines == len(lines) and report.eval_words == words
+    assert report.teacher_stats.tokens_per_word == pytest.approx(len(t_ids) / words)
+    assert report.teacher_stats.unk_rate == pytest.approx(float(np.mean(t_ids == 100)))  # MiniLM's [UNK]
+    assert report.student_stats.tokens_per_word == pytest.approx(len(s_ids) / words)
+    assert report.student_stats.unk_rate == pytest.approx(float(np.mean(s_ids == student.token_to_id("[UNK]"))))
+    lengths = np.diff(Aligner(minilm_tokenizer, student).table.offsets)
+    assert report.fertility == pytest.approx(float(lengths[t_ids].mean()))
+    assert report.teacher_fingerprint == fingerprint(minilm_tokenizer)
+    assert report.student_fingerprint == fingerprint(student)
+
+
+def test_teacher_measure_failure_surfaces(tmp_path, minilm_path, wikitext, monkeypatch):
+    import vocabshrink.vocab as vocab_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("teacher measure broke")
+
+    monkeypatch.setattr(vocab_mod, "_measure_teacher", broken)
+    with pytest.raises(RuntimeError, match="teacher measure broke"):
+        build_vocab([wikitext], size=800, teacher=minilm_path, out=tmp_path / "o", max_lines=300, progress=False)
+
+
+def test_report_when_the_trainer_leaves_the_stream_unfinished(tmp_path, minilm_path, wikitext, monkeypatch):
+    """A consumer that stops early never triggers the end-of-stream hook; the teacher is measured anyway, on the
+    held-out lines read so far."""
+    import itertools
+
+    import vocabshrink.vocab as vocab_mod
+
+    real_train = vocab_mod._train
+
+    def first_batch_only(t, layout, algorithm, stream, *args, **kwargs):
+        return real_train(t, layout, algorithm, iter(list(itertools.islice(stream, 1))), *args, **kwargs)
+
+    monkeypatch.setattr(vocab_mod, "_train", first_batch_only)
+    monkeypatch.setattr(vocab_mod, "_BATCH", 100)
+    report = build_vocab([wikitext], size=600, teacher=minilm_path, out=tmp_path / "o", max_lines=2000,
+                         eval_lines=40, progress=False)
+    assert report.eval_source == "held-out" and 1 <= report.eval_lines < 40
+    assert report.teacher_stats.tokens_per_word > 0 and report.eval_words > 0
 
 
 # ---------------------------------------------------------------- bad input

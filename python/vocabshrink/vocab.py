@@ -17,14 +17,14 @@ import random
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, pre_tokenizers, trainers
-from tqdm import tqdm
 
 from .corpus import iter_line_blocks, iter_lines, resolve_paths
 from .errors import ConfigError, CorpusError, TokenizerError
@@ -34,12 +34,12 @@ from .tokenization import (
     UNUSED_SLOT,
     TokenizerLike,
     detect_scheme,
-    fingerprint,
     load_tokenizer,
     read_config,
     special_tokens,
     spec_fingerprint,
     tokenizer_json,
+    vocab_list,
 )
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,28 @@ def _load_teacher(teacher: TokenizerLike) -> _Teacher:
 # ---------------------------------------------------------------- corpus passes
 
 
+class _NoBar:
+    """What a disabled progress bar does: nothing."""
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+
+def _bar(progress: bool, **kwargs: Any) -> Any:
+    """A tqdm bar; without `progress`, a stand-in, so that tqdm (50 ms to import) loads only to be shown."""
+    if not progress:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(**kwargs)
+
+
 @dataclass
 class _Scan:
     lines: int
@@ -202,7 +224,7 @@ def _scan(sources: list[str], read: dict, progress: bool, what: str) -> _Scan:
     """Pass 1: count non-blank lines and raw characters (memory bounded by the character set and one block)."""
     counts = np.zeros(256, dtype=np.int64)  # by code point, grown on demand
     n = 0
-    with tqdm(desc="reading corpus", unit=" lines", disable=not progress, leave=False) as bar:
+    with _bar(progress, desc="reading corpus", unit=" lines", leave=False) as bar:
         for block in iter_line_blocks(sources, **read):
             kept = [line for line in block if line.strip()]
             if kept:
@@ -250,11 +272,15 @@ def _alphabet(counts: Counter, coverage: float) -> tuple[list[str], int]:
 
 
 def _train_stream(sources: list[str], read: dict, held: set[int], sample_every: int, sample_cap: int,
-                  held_out: list[str], sample: list[str], total: int, progress: bool) -> Iterator[list[str]]:
-    """Pass 2: batches of training lines; held-out lines and a sample of training lines are kept on the way."""
+                  held_out: list[str], sample: list[str], total: int, progress: bool,
+                  on_end: Callable[[], None]) -> Iterator[list[str]]:
+    """Pass 2: batches of training lines; held-out lines and a sample of training lines are kept on the way.
+
+    `on_end` runs once the last line is read, while the trainer still works on what it was given.
+    """
     buf: list[str] = []
     i = 0
-    with tqdm(total=total, desc="training", unit=" lines", disable=not progress, leave=False) as bar:
+    with _bar(progress, total=total, desc="training", unit=" lines", leave=False) as bar:
         for line in iter_lines(sources, **read):
             if not line.strip():
                 continue
@@ -269,6 +295,7 @@ def _train_stream(sources: list[str], read: dict, held: set[int], sample_every: 
                     yield buf
                     buf = []
             i += 1
+        on_end()
         if buf:
             bar.update(len(buf))
             yield buf
@@ -454,6 +481,52 @@ def build_vocab(
     out = Path(out)
     notes: list[str] = []
 
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocabshrink-report") as pool:
+        fit = _fit(t, layout, algorithm, sources, read, size, coverage, min_frequency, keep_tokens, eval_corpus,
+                   eval_lines, seed, progress, notes, pool)
+        _release_free_heap()
+        student = fit.student
+        vocab_size = student.get_vocab_size(with_added_tokens=True)
+        if vocab_size < size:
+            at = f" at --min-frequency {min_frequency}" if min_frequency > 1 and algorithm != "trim" else ""
+            notes.append(f"the corpus supports only {vocab_size:,} tokens, not {size:,} (every token it can "
+                         f"learn{at} is in)")
+            log.warning(notes[-1])
+        # the student's sample is encoded in Rust, without the GIL, while this thread writes the files and
+        # builds the split table
+        encoded = pool.submit(_encode, student, fit.eval_sample)
+        student_config, student_fingerprint = _write_tokenizer(out, student, t, layout, fit.trim_map)
+        report = _report(t, fit.teacher_measure.result(), student, student_config, student_fingerprint,
+                         fit.eval_sample, encoded, out, algorithm, size, teacher, sources, fit.lines_read,
+                         fit.lines_trained, coverage, fit.alphabet_size, fit.dropped, min_frequency,
+                         len(keep_tokens), fit.eval_source, notes, started)
+        report.save(out / "vocab_report.json")
+    return report
+
+
+@dataclass
+class _Fit:
+    """What the corpus passes made: the student, and what the report needs of them."""
+
+    student: Tokenizer
+    trim_map: list[int] | None
+    lines_read: int
+    lines_trained: int
+    alphabet_size: int
+    dropped: int
+    eval_source: str
+    eval_sample: list[str]
+    teacher_measure: Future  # of a _TeacherMeasure
+
+
+def _fit(t: _Teacher, layout: _Layout, algorithm: str, sources: list, read: dict, size: int, coverage: float,
+         min_frequency: int, keep_tokens: list[str], eval_corpus: Any, eval_lines: int, seed: int, progress: bool,
+         notes: list[str], pool: ThreadPoolExecutor) -> _Fit:
+    """Pass 1 (lines, characters, the alphabet), the evaluation sample, and pass 2 (training or trimming).
+
+    The teacher's half of the report is handed to `pool` as soon as the sample is complete.
+    """
+    text_field, errors = read["text_field"], read["errors"]  # as given: a spilled stdin is read as plain text
     with tempfile.TemporaryDirectory(prefix="vocabshrink-") as tmp:
         paths = resolve_paths(sources)
         if "-" in paths:  # stdin is read twice: spill it to a file on the first pass
@@ -497,8 +570,18 @@ def build_vocab(
         # a sample of training lines, for the report when nothing could be held out
         sample_every = max(1, scan.lines // eval_lines)
         train_sample: list[str] = []
+        eval_sample = train_sample if eval_source == "training" else held_out
+        measured: list[Future] = []
+
+        def measure_teacher() -> None:
+            # Runs when the last line is read: the teacher's half of the report then overlaps the trainer's
+            # final (merge) phase, which keeps one core mostly idle, instead of adding to the run after it.
+            if not measured:
+                measured.append(pool.submit(_measure_teacher, t, eval_sample))
+
         stream = _train_stream(paths, read, held, sample_every, eval_lines if eval_source == "training" else 0,
-                               held_out if eval_corpus is None else [], train_sample, scan.lines, progress)
+                               held_out if eval_corpus is None else [], train_sample, scan.lines, progress,
+                               measure_teacher)
         if algorithm == "trim":
             notes.append("trim keeps teacher tokens: --coverage and --min-frequency do not apply")
             student, trim_map = _trim(t, layout, stream, size, keep_tokens, alphabet, notes)
@@ -506,23 +589,9 @@ def build_vocab(
             student = _train(t, layout, algorithm, stream, size, alphabet, dropped, min_frequency, keep_tokens,
                              progress, notes)
             trim_map = None
-        if eval_source == "training":
-            held_out = train_sample
-        lines_trained = scan.lines - len(held)
-
-    _release_free_heap()
-    vocab_size = student.get_vocab_size(with_added_tokens=True)
-    if vocab_size < size:
-        at = f" at --min-frequency {min_frequency}" if min_frequency > 1 and algorithm != "trim" else ""
-        notes.append(f"the corpus supports only {vocab_size:,} tokens, not {size:,} (every token it can learn{at} "
-                     "is in)")
-        log.warning(notes[-1])
-    student_config = _write_tokenizer(out, student, t, layout, trim_map)
-    report = _report(t, student, student_config, held_out, out, algorithm, size, teacher, sources, scan.lines,
-                     lines_trained, coverage, len(alphabet), dropped, min_frequency, len(keep_tokens), eval_source,
-                     notes, started)
-    report.save(out / "vocab_report.json")
-    return report
+        measure_teacher()  # a no-op unless the stream was left unfinished
+    return _Fit(student, trim_map, scan.lines, scan.lines - len(held), len(alphabet), dropped, eval_source,
+                eval_sample, measured[0])
 
 
 # ---------------------------------------------------------------- training
@@ -773,8 +842,11 @@ def _trim(t: _Teacher, layout: _Layout, stream: Iterator[list[str]], size: int, 
 
 
 def _write_tokenizer(out: Path, student: Tokenizer, t: _Teacher, layout: _Layout,
-                     trim_map: list[int] | None) -> dict:
-    """tokenizer.json, tokenizer_config.json and special_tokens_map.json (+ trim_map.json), each atomically."""
+                     trim_map: list[int] | None) -> tuple[dict, str]:
+    """tokenizer.json, tokenizer_config.json and special_tokens_map.json (+ trim_map.json), each atomically.
+
+    Returns the tokenizer_config and the student's fingerprint, taken from the JSON written.
+    """
     out.mkdir(parents=True, exist_ok=True)
     roles = special_tokens(student, t.config)
     smap = {f"{r}_token": student.id_to_token(i) for r, i in sorted(roles.items()) if r in _ROLE_KEYS}
@@ -789,15 +861,18 @@ def _write_tokenizer(out: Path, student: Tokenizer, t: _Teacher, layout: _Layout
     if cls.startswith("Bert"):
         norm = t.spec.get("normalizer") or {}
         config["do_lower_case"] = bool(norm.get("lowercase", t.config.get("do_lower_case", False)))
-    write_atomic(out / "tokenizer.json", student.to_str(pretty=True) + "\n")
+    text = student.to_str(pretty=True)
+    write_atomic(out / "tokenizer.json", text + "\n")
+    student_fingerprint = spec_fingerprint(json.loads(text))
+    del text
     write_atomic(out / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     write_atomic(out / "special_tokens_map.json", json.dumps(smap, indent=2, ensure_ascii=False) + "\n")
     if trim_map is not None:
         write_atomic(out / "trim_map.json", json.dumps(
-            {"teacher_fingerprint": fingerprint(t.tok), "student_to_teacher": trim_map}) + "\n")
+            {"teacher_fingerprint": spec_fingerprint(t.spec), "student_to_teacher": trim_map}) + "\n")
     elif (out / "trim_map.json").exists():
         (out / "trim_map.json").unlink()  # a stale map from an earlier trim run would mislead
-    return config
+    return config, student_fingerprint
 
 
 # ---------------------------------------------------------------- report
@@ -825,28 +900,43 @@ def _stats(vocab: list[str], ids: np.ndarray, words: int, unk_id: int | None, sc
                           size * hidden if hidden else None)
 
 
-def _report(t: _Teacher, student: Tokenizer, student_config: dict, lines: list[str], out: Path, algorithm: str,
-            size: int, teacher: TokenizerLike, sources: list, n_lines: int, n_trained: int, coverage: float,
-            alphabet: int, dropped: int, min_frequency: int, kept: int, eval_source: str, notes: list[str],
-            started: float) -> VocabReport:
+@dataclass
+class _TeacherMeasure:
+    """The teacher's half of the report: it needs no student, so it can run while the student trains."""
+
+    fingerprint: str
+    words: int  # whitespace-separated words in the sample
+    ids: np.ndarray  # the sample's teacher ids, concatenated
+    stats: TokenizerStats
+    entries: np.ndarray  # ids of the real vocabulary entries: no specials, no unused slots
+
+
+def _measure_teacher(t: _Teacher, lines: list[str]) -> _TeacherMeasure:
+    roles = special_tokens(t.tok, t.config)  # the roles the Aligner finds
+    special = {int(i) for i in roles.values()} | {a["id"] for a in t.specials}
+    vocab = vocab_list(t.tok)
+    words = sum(len(ln.split()) for ln in lines)
+    ids = _encode(t.tok, lines)
+    stats = _stats(vocab, ids, words, roles.get("unk"), t.scheme, t.prefix, special, t.hidden_size)
+    entries = np.array([i for i, v in enumerate(vocab) if i not in special and v and not UNUSED_SLOT.match(v)],
+                       dtype=np.int64)
+    return _TeacherMeasure(spec_fingerprint(t.spec), words, ids, stats, entries)
+
+
+def _report(t: _Teacher, tm: _TeacherMeasure, student: Tokenizer, student_config: dict, student_fingerprint: str,
+            lines: list[str], encoded: Future, out: Path, algorithm: str, size: int, teacher: TokenizerLike,
+            sources: list, n_lines: int, n_trained: int, coverage: float, alphabet: int, dropped: int,
+            min_frequency: int, kept: int, eval_source: str, notes: list[str], started: float) -> VocabReport:
+    """The report; `encoded` is the student's encoding of `lines`, on its way."""
     from .aligner import Aligner
 
-    # first, while the least else is alive: the canonical JSON is the report's largest transient
-    student_fingerprint = fingerprint(student)
-    words = sum(len(ln.split()) for ln in lines)
     aligner = Aligner(t.tok, student, teacher_config=t.config, student_config=student_config)
-    t_unk = aligner.teacher_roles.get("unk")
     s_unk = aligner.student_roles.get("unk")
-    t_special = set(int(i) for i in aligner.teacher_roles.values()) | {a["id"] for a in t.specials}
-    s_special = set(range(len(t.specials)))
     ss = detect_scheme(student)
-    t_ids = _encode(t.tok, lines)
-    t_stats = _stats(aligner.teacher_vocab, t_ids, words, t_unk, t.scheme, t.prefix, t_special, t.hidden_size)
-    s_stats = _stats(aligner.student_vocab, _encode(student, lines), words, s_unk, ss.name, ss.continuation_prefix,
-                     s_special, t.hidden_size)
+    s_stats = _stats(aligner.student_vocab, encoded.result(), tm.words, s_unk, ss.name, ss.continuation_prefix,
+                     set(range(len(t.specials))), t.hidden_size)
     lengths = np.diff(aligner.table.offsets)
-    entries = np.array([i for i, v in enumerate(aligner.teacher_vocab)
-                        if i not in t_special and v and not UNUSED_SLOT.match(v)], dtype=np.int64)
+    entries = tm.entries
     ids = aligner.table.ids
     if s_unk is not None and len(entries):
         row_of = np.repeat(np.arange(len(lengths)), lengths)
@@ -855,14 +945,14 @@ def _report(t: _Teacher, student: Tokenizer, student_config: dict, lines: list[s
         unk_share = float(unk_rows[entries].mean())
     else:
         unk_share = 0.0
-    fert = float(lengths[t_ids].mean()) if len(t_ids) else math.nan
+    fert = float(lengths[tm.ids].mean()) if len(tm.ids) else math.nan
     return VocabReport(
         out=str(out), algorithm=algorithm, requested_size=size, vocab_size=s_stats.vocab_size,
         teacher=str(teacher) if isinstance(teacher, (str, Path)) else type(teacher).__name__,
-        teacher_fingerprint=spec_fingerprint(t.spec), student_fingerprint=student_fingerprint,
+        teacher_fingerprint=tm.fingerprint, student_fingerprint=student_fingerprint,
         corpus=[str(s) for s in sources], lines_read=n_lines, lines_trained=n_trained, coverage=coverage,
         alphabet_size=alphabet, dropped_characters=dropped, min_frequency=min_frequency, kept_tokens=kept,
-        eval_source=eval_source, eval_lines=len(lines), eval_words=words, teacher_stats=t_stats,
+        eval_source=eval_source, eval_lines=len(lines), eval_words=tm.words, teacher_stats=tm.stats,
         student_stats=s_stats, fertility=fert, teacher_entries_unk_share=unk_share,
         split_length_mean=float(lengths[entries].mean()) if len(entries) else 0.0,
         split_length_max=int(lengths[entries].max()) if len(entries) else 0,
