@@ -495,8 +495,10 @@ def build_vocab(
         # the student's sample is encoded in Rust, without the GIL, while this thread writes the files and
         # builds the split table
         encoded = pool.submit(_encode, student, fit.eval_sample)
-        student_config, student_fingerprint = _write_tokenizer(out, student, t, layout, fit.trim_map)
-        report = _report(t, fit.teacher_measure.result(), student, student_config, student_fingerprint,
+        measured = fit.teacher_measure.result()  # done during training, as a rule
+        student_config, student_fingerprint = _write_tokenizer(out, student, t, layout, fit.trim_map,
+                                                               measured.fingerprint)
+        report = _report(t, measured, student, student_config, student_fingerprint,
                          fit.eval_sample, encoded, out, algorithm, size, teacher, sources, fit.lines_read,
                          fit.lines_trained, coverage, fit.alphabet_size, fit.dropped, min_frequency,
                          len(keep_tokens), fit.eval_source, notes, started)
@@ -841,8 +843,8 @@ def _trim(t: _Teacher, layout: _Layout, stream: Iterator[list[str]], size: int, 
 # ---------------------------------------------------------------- output
 
 
-def _write_tokenizer(out: Path, student: Tokenizer, t: _Teacher, layout: _Layout,
-                     trim_map: list[int] | None) -> tuple[dict, str]:
+def _write_tokenizer(out: Path, student: Tokenizer, t: _Teacher, layout: _Layout, trim_map: list[int] | None,
+                     teacher_fingerprint: str) -> tuple[dict, str]:
     """tokenizer.json, tokenizer_config.json and special_tokens_map.json (+ trim_map.json), each atomically.
 
     Returns the tokenizer_config and the student's fingerprint, taken from the JSON written.
@@ -869,7 +871,7 @@ def _write_tokenizer(out: Path, student: Tokenizer, t: _Teacher, layout: _Layout
     write_atomic(out / "special_tokens_map.json", json.dumps(smap, indent=2, ensure_ascii=False) + "\n")
     if trim_map is not None:
         write_atomic(out / "trim_map.json", json.dumps(
-            {"teacher_fingerprint": spec_fingerprint(t.spec), "student_to_teacher": trim_map}) + "\n")
+            {"teacher_fingerprint": teacher_fingerprint, "student_to_teacher": trim_map}) + "\n")
     elif (out / "trim_map.json").exists():
         (out / "trim_map.json").unlink()  # a stale map from an earlier trim run would mislead
     return config, student_fingerprint
