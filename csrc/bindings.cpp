@@ -4,7 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <mutex>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -41,17 +42,6 @@ py::array_t<T, py::array::c_style> exact_1d(const py::array& a, const char* name
   return py::array_t<T, py::array::c_style>::ensure(a);
 }
 
-template <class T>
-T* writable_buffer(const py::array& a, const char* name, int64_t need) {
-  auto arr = exact_1d<T>(a, name);
-  if (!arr.writeable() || arr.ptr() != a.ptr())
-    throw py::type_error(std::string(name) + " must be a writable C-contiguous buffer");
-  if (arr.shape(0) < need)
-    throw py::value_error(std::string(name) + " holds " + std::to_string(arr.shape(0)) + " elements, needs " +
-                          std::to_string(need));
-  return arr.mutable_data();
-}
-
 // Runs f with the GIL released; C++ errors a caller can cause become ValueError.
 template <class F>
 auto without_gil(F&& f) {
@@ -73,35 +63,44 @@ std::vector<int32_t> split_or_none_impl(const Splitter& s, const std::string& su
   return out;
 }
 
-// SpanAligner plus a lock, so that two Python threads sharing an aligner
-// cannot interleave while the GIL is released.
+// The split table is read-only after construction and every call keeps its
+// scratch on its own stack, so threads may share an aligner with no lock: a
+// lock taken while attached to the interpreter is how the bindings once
+// deadlocked (one thread held it waiting for the GIL, the other held the GIL
+// waiting for it).
 struct PySpanAligner {
   SpanAligner core;
-  std::vector<int64_t> lengths;  // reused scratch
-  std::mutex mu;
   PySpanAligner(std::vector<int64_t> off, std::vector<int32_t> ids, int32_t pad, int64_t vocab)
       : core(std::move(off), std::move(ids), pad, vocab) {}
 };
 
-template <class Id>
-py::tuple align_typed(PySpanAligner& self, const py::array& teacher_ids, const py::object& lengths_obj,
-                      const py::object& mask_obj, int64_t max_length, bool mean, const py::tuple& outs) {
-  auto ids = py::array_t<Id, py::array::c_style>::ensure(teacher_ids);
-  const int64_t b = ids.shape(0), lt = ids.shape(1);
-  const Id* idp = ids.data();
-  std::lock_guard<std::mutex> lock(self.mu);
-  if (self.lengths.size() < static_cast<std::size_t>(b)) self.lengths.resize(b);
-  int64_t* lens = self.lengths.data();
+// Row lengths as the GIL-free part needs them: copied now, or a mask to scan later.
+struct RowLengths {
+  std::vector<int64_t> lens;
+  std::function<void(int64_t*)> from_mask;  // set when the lengths come from a mask
+};
+
+template <class M>
+std::function<void(int64_t*)> mask_scan(const py::array& m, int64_t b, int64_t lt) {
+  auto mc = py::array_t<M, py::array::c_style>::ensure(m);
+  const M* p = mc.data();
+  // The lambda keeps the array alive until the released region is done with it.
+  return [mc, p, b, lt](int64_t* lens) { mask_lengths<M>(p, b, lt, lens); };
+}
+
+RowLengths row_lengths(int64_t b, int64_t lt, const py::object& lengths_obj, const py::object& mask_obj) {
+  RowLengths r;
+  r.lens.assign(static_cast<std::size_t>(b), lt);
   if (!lengths_obj.is_none()) {
     py::array la = py::array::ensure(lengths_obj);
     if (!la || la.ndim() != 1 || la.shape(0) != b)
       throw py::value_error("lengths must be a 1-D array of " + std::to_string(b) + " row lengths");
     if (la.dtype().is(py::dtype::of<int64_t>())) {
       auto l = py::array_t<int64_t, py::array::c_style>::ensure(la);
-      std::copy(l.data(), l.data() + b, lens);
+      std::copy(l.data(), l.data() + b, r.lens.begin());
     } else if (la.dtype().is(py::dtype::of<int32_t>())) {
       auto l = py::array_t<int32_t, py::array::c_style>::ensure(la);
-      std::copy(l.data(), l.data() + b, lens);
+      std::copy(l.data(), l.data() + b, r.lens.begin());
     } else {
       throw py::type_error("lengths must have dtype int32 or int64, got " + dtype_name(la));
     }
@@ -110,47 +109,133 @@ py::tuple align_typed(PySpanAligner& self, const py::array& teacher_ids, const p
     if (!m || m.ndim() != 2 || m.shape(0) != b || m.shape(1) != lt)
       throw py::value_error("attention_mask must have the shape of teacher_ids (" + std::to_string(b) + ", " +
                             std::to_string(lt) + ")");
-    auto run = [&](auto tag) {
-      using M = decltype(tag);
-      auto mc = py::array_t<M, py::array::c_style>::ensure(m);
-      without_gil([&] {
-        mask_lengths<M>(mc.data(), b, lt, lens);
-        return 0;
-      });
-    };
     const auto dt = m.dtype();
-    if (dt.is(py::dtype::of<bool>())) run(bool{});
-    else if (dt.is(py::dtype::of<int8_t>())) run(int8_t{});
-    else if (dt.is(py::dtype::of<uint8_t>())) run(uint8_t{});
-    else if (dt.is(py::dtype::of<int32_t>())) run(int32_t{});
-    else if (dt.is(py::dtype::of<int64_t>())) run(int64_t{});
+    if (dt.is(py::dtype::of<bool>())) r.from_mask = mask_scan<bool>(m, b, lt);
+    else if (dt.is(py::dtype::of<int8_t>())) r.from_mask = mask_scan<int8_t>(m, b, lt);
+    else if (dt.is(py::dtype::of<uint8_t>())) r.from_mask = mask_scan<uint8_t>(m, b, lt);
+    else if (dt.is(py::dtype::of<int32_t>())) r.from_mask = mask_scan<int32_t>(m, b, lt);
+    else if (dt.is(py::dtype::of<int64_t>())) r.from_mask = mask_scan<int64_t>(m, b, lt);
     else throw py::type_error("attention_mask must have dtype bool, int8, uint8, int32 or int64, got " + dtype_name(m));
-  } else {
-    std::fill(lens, lens + b, lt);
   }
-  const SpanSizes sz = without_gil([&] { return self.core.measure<Id>(idp, b, lt, lens, max_length); });
+  return r;
+}
+
+// The 9 output buffers, checked and resolved to pointers while the GIL is held.
+struct OutBuffers {
+  SpanOutputs ptr{};
+  int64_t cap[9]{};
+};
+
+template <class T>
+T* out_buffer(const py::tuple& outs, int k, const char* name, int64_t* cap) {
+  const py::object obj = outs[k];
+  if (!py::isinstance<py::array>(obj)) throw py::type_error(std::string(name) + " must be a numpy array");
+  const auto a = py::reinterpret_borrow<py::array>(obj);
+  auto arr = exact_1d<T>(a, name);
+  if (!arr.writeable() || arr.ptr() != a.ptr())
+    throw py::type_error(std::string(name) + " must be a writable C-contiguous buffer");
+  *cap = arr.shape(0);
+  return arr.mutable_data();
+}
+
+OutBuffers out_buffers(const py::tuple& outs) {
   if (outs.size() != 9) throw py::value_error("outs must hold 9 buffers");
+  OutBuffers o;
+  o.ptr.student_ids = out_buffer<int32_t>(outs, 0, "student_ids", &o.cap[0]);
+  o.ptr.student_mask = reinterpret_cast<uint8_t*>(out_buffer<bool>(outs, 1, "student_mask", &o.cap[1]));
+  o.ptr.segment_ids = out_buffer<int32_t>(outs, 2, "segment_ids", &o.cap[2]);
+  o.ptr.span_start = out_buffer<int32_t>(outs, 3, "span_start", &o.cap[3]);
+  o.ptr.span_end = out_buffer<int32_t>(outs, 4, "span_end", &o.cap[4]);
+  o.ptr.teacher_keep = reinterpret_cast<uint8_t*>(out_buffer<bool>(outs, 5, "teacher_keep", &o.cap[5]));
+  o.ptr.indptr = out_buffer<int32_t>(outs, 6, "indptr", &o.cap[6]);
+  o.ptr.indices = out_buffer<int32_t>(outs, 7, "indices", &o.cap[7]);
+  o.ptr.values = out_buffer<float>(outs, 8, "values", &o.cap[8]);
+  return o;
+}
+
+bool fits(const OutBuffers& o, int64_t b, int64_t lt, const SpanSizes& sz) {
   const int64_t ns = b * sz.ls, nt = b * lt;
-  // Buffers too small: report the sizes, write nothing; the caller grows them.
-  auto cap = [&](int k) { return py::array(outs[k]).shape(0); };
-  if (cap(0) < ns || cap(1) < ns || cap(2) < ns || cap(3) < nt || cap(4) < nt || cap(5) < nt || cap(6) < nt + 1 ||
-      cap(7) < sz.nnz || cap(8) < sz.nnz)
-    return py::make_tuple(sz.ls, sz.nnz, false);
-  SpanOutputs o{};
-  o.student_ids = writable_buffer<int32_t>(outs[0], "student_ids", ns);
-  o.student_mask = reinterpret_cast<uint8_t*>(writable_buffer<bool>(outs[1], "student_mask", ns));
-  o.segment_ids = writable_buffer<int32_t>(outs[2], "segment_ids", ns);
-  o.span_start = writable_buffer<int32_t>(outs[3], "span_start", nt);
-  o.span_end = writable_buffer<int32_t>(outs[4], "span_end", nt);
-  o.teacher_keep = reinterpret_cast<uint8_t*>(writable_buffer<bool>(outs[5], "teacher_keep", nt));
-  o.indptr = writable_buffer<int32_t>(outs[6], "indptr", nt + 1);
-  o.indices = writable_buffer<int32_t>(outs[7], "indices", sz.nnz);
-  o.values = writable_buffer<float>(outs[8], "values", sz.nnz);
-  without_gil([&] {
-    self.core.fill<Id>(idp, b, lt, lens, max_length, mean, sz, o);
-    return 0;
+  const int64_t need[9] = {ns, ns, ns, nt, nt, nt, nt + 1, sz.nnz, sz.nnz};
+  for (int k = 0; k < 9; ++k)
+    if (o.cap[k] < need[k]) return false;
+  return true;
+}
+
+// Buffers of the size a result needs, with headroom so that a slowly growing
+// student length does not reallocate at every call. Allocated without the GIL;
+// wrapped as arrays once it is held again.
+struct FreshBuffers {
+  std::unique_ptr<int32_t[]> i32[6];  // student_ids, segment_ids, span_start, span_end, indptr, indices
+  std::unique_ptr<uint8_t[]> u8[2];   // student_mask, teacher_keep
+  std::unique_ptr<float[]> values;
+  OutBuffers out;
+};
+
+int64_t with_headroom(int64_t n) { return n + n / 4 + 16; }
+
+std::unique_ptr<FreshBuffers> allocate(int64_t b, int64_t lt, const SpanSizes& sz) {
+  auto f = std::make_unique<FreshBuffers>();
+  const int64_t ns = b * sz.ls, nt = b * lt;
+  const int64_t need[9] = {ns, ns, ns, nt, nt, nt, nt + 1, sz.nnz, sz.nnz};
+  for (int k = 0; k < 9; ++k) f->out.cap[k] = with_headroom(need[k]);
+  auto i32 = [&](int slot, int k) {
+    f->i32[slot].reset(new int32_t[f->out.cap[k]]);
+    return f->i32[slot].get();
+  };
+  auto u8 = [&](int slot, int k) {
+    f->u8[slot].reset(new uint8_t[f->out.cap[k]]);
+    return f->u8[slot].get();
+  };
+  SpanOutputs& o = f->out.ptr;
+  o.student_ids = i32(0, 0);
+  o.student_mask = u8(0, 1);
+  o.segment_ids = i32(1, 2);
+  o.span_start = i32(2, 3);
+  o.span_end = i32(3, 4);
+  o.teacher_keep = u8(1, 5);
+  o.indptr = i32(4, 6);
+  o.indices = i32(5, 7);
+  f->values.reset(new float[f->out.cap[8]]);
+  o.values = f->values.get();
+  return f;
+}
+
+// A heap array handed to numpy, which frees it with the array.
+template <class T>
+py::array adopt(std::unique_ptr<T[]>& p, int64_t n, const py::dtype& dt) {
+  T* raw = p.release();
+  py::capsule owner(raw, [](void* q) { delete[] static_cast<T*>(q); });
+  return py::array(dt, {static_cast<py::ssize_t>(n)}, {}, raw, owner);
+}
+
+py::tuple as_arrays(FreshBuffers& f) {
+  const auto i32 = py::dtype::of<int32_t>(), bl = py::dtype::of<bool>();
+  const int64_t* c = f.out.cap;
+  return py::make_tuple(adopt(f.i32[0], c[0], i32), adopt(f.u8[0], c[1], bl), adopt(f.i32[1], c[2], i32),
+                        adopt(f.i32[2], c[3], i32), adopt(f.i32[3], c[4], i32), adopt(f.u8[1], c[5], bl),
+                        adopt(f.i32[4], c[6], i32), adopt(f.i32[5], c[7], i32),
+                        adopt(f.values, c[8], py::dtype::of<float>()));
+}
+
+template <class Id>
+py::tuple align_typed(PySpanAligner& self, const py::array& teacher_ids, const py::object& lengths_obj,
+                      const py::object& mask_obj, int64_t max_length, bool mean, const py::tuple& outs) {
+  auto ids = py::array_t<Id, py::array::c_style>::ensure(teacher_ids);
+  const int64_t b = ids.shape(0), lt = ids.shape(1);
+  const Id* idp = ids.data();
+  RowLengths rows = row_lengths(b, lt, lengths_obj, mask_obj);
+  const OutBuffers given = out_buffers(outs);
+  // One released region: lengths, one measure, and the fill, into the caller's
+  // buffers when they hold the result, else into new ones returned in their place.
+  std::unique_ptr<FreshBuffers> fresh;
+  const SpanSizes sz = without_gil([&] {
+    if (rows.from_mask) rows.from_mask(rows.lens.data());
+    const SpanSizes s = self.core.measure<Id>(idp, b, lt, rows.lens.data(), max_length);
+    if (!fits(given, b, lt, s)) fresh = allocate(b, lt, s);
+    self.core.fill<Id>(idp, b, lt, rows.lens.data(), max_length, mean, s, fresh ? fresh->out.ptr : given.ptr);
+    return s;
   });
-  return py::make_tuple(sz.ls, sz.nnz, true);
+  return py::make_tuple(sz.ls, sz.nnz, fresh ? py::object(as_arrays(*fresh)) : py::object(outs));
 }
 
 py::tuple align_dispatch(PySpanAligner& self, const py::array& teacher_ids, const py::object& lengths,
@@ -242,8 +327,9 @@ PYBIND11_MODULE(_core, m) {
       .def("align_into", &align_dispatch, py::arg("teacher_ids"), py::arg("lengths"), py::arg("attention_mask"),
            py::arg("max_length"), py::arg("mean"), py::arg("outs"),
            "Expand a batch into 9 flat buffers (student_ids, student_mask, segment_ids, span_start, span_end, "
-           "teacher_keep, indptr, indices, values). Returns (Ls, nnz, written); written is False, and nothing is "
-           "touched, when a buffer is too small.");
+           "teacher_keep, indptr, indices, values). Returns (Ls, nnz, buffers): `outs` itself when its buffers "
+           "held the result, else 9 new, larger buffers holding it (`outs` untouched). Safe to call from "
+           "several threads on one aligner.");
 
   m.def(
       "offset_chunks",

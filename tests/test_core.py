@@ -135,17 +135,18 @@ def test_align_matches_reference(table, data):
     aligner = _core.SpanAligner(offsets, ids, 7, 50)
     from vocabshrink.aligner import AlignmentBuffers
 
-    buf = AlignmentBuffers()
     ml = -1 if max_length is None else max_length
-    ls, nnz, ok = aligner.align_into(teacher, lengths, None, ml, reduce == "mean", buf.arrays)
-    if not ok:
-        buf.ensure(b, lt, ls, nnz)
-        ls, nnz, ok = aligner.align_into(teacher, lengths, None, ml, reduce == "mean", buf.arrays)
-    assert ok
-    got = buf.view(b, lt, ls, nnz, reduce)
+    big = AlignmentBuffers()
+    big.ensure(b, lt, 5 * lt, 5 * b * lt)  # splits have at most 5 pieces: filled in place
+    got_in_place = big.expand(aligner, teacher, lengths, None, ml, reduce)
+    assert big.allocations == 1  # the ensure() above, no growth inside expand
+    buf = AlignmentBuffers()  # empty: the core returns buffers of its own
+    got = buf.expand(aligner, teacher, lengths, None, ml, reduce)
+    assert buf.allocations == 1
     want = ref.align(offsets, ids, teacher, lengths, max_length, 7, reduce)
     for name, arr in want.items():
         np.testing.assert_array_equal(getattr(got, name), arr, err_msg=name)
+        np.testing.assert_array_equal(getattr(got_in_place, name), arr, err_msg=name)
 
 
 @st.composite
@@ -221,8 +222,9 @@ def test_id_out_of_range_names_row_and_position(small_aligner):
 
 def test_ids_beyond_length_are_not_read(small_aligner):
     ids = np.array([[0, 99]], dtype=np.int64)
-    ls, nnz, ok = small_aligner.align_into(ids, np.array([1]), None, -1, True, _outs())
-    assert ok and ls == 1 and nnz == 1
+    outs = _outs()
+    ls, nnz, got = small_aligner.align_into(ids, np.array([1]), None, -1, True, outs)
+    assert got is outs and ls == 1 and nnz == 1
 
 
 @pytest.mark.parametrize("bad", [np.zeros((2, 3), dtype=np.float32), np.zeros((2, 3), dtype=np.uint16),
@@ -262,21 +264,33 @@ def test_bad_output_buffers(small_aligner):
         small_aligner.align_into(ids, None, None, -1, True, tuple(outs))
     with pytest.raises(ValueError, match="9 buffers"):
         small_aligner.align_into(ids, None, None, -1, True, tuple(outs[:3]))
-    ls, nnz, ok = small_aligner.align_into(ids, None, None, -1, True, tuple(np.empty(0, d.dtype) for d in _outs()))
-    assert (ls, nnz, ok) == (2, 2, False)  # too small: sizes reported, nothing written
+    with pytest.raises(TypeError, match="values must be a numpy array"):
+        small_aligner.align_into(ids, None, None, -1, True, _outs()[:8] + ([0.0] * 64,))
+    frozen = _outs()
+    frozen[3].flags.writeable = False
+    with pytest.raises(TypeError, match="span_start must be a writable"):
+        small_aligner.align_into(ids, None, None, -1, True, frozen)
+    small = tuple(np.zeros(1, d.dtype) for d in _outs())
+    ls, nnz, got = small_aligner.align_into(ids, None, None, -1, True, small)
+    # too small: the result comes in new buffers, the given ones are untouched
+    assert (ls, nnz) == (2, 2) and got is not small and len(got) == 9
+    assert all(a.sum() == 0 for a in small)
+    assert [a.dtype for a in got] == [a.dtype for a in small]
+    assert got[0][:2].tolist() == [5, 5]
 
 
 @pytest.mark.parametrize("shape", [(0, 4), (3, 0), (0, 0)])
 def test_empty_batches(small_aligner, shape):
-    ls, nnz, ok = small_aligner.align_into(np.zeros(shape, dtype=np.int64), None, None, -1, True, _outs())
-    assert ok and ls == 0 and nnz == 0
+    outs = _outs()
+    ls, nnz, got = small_aligner.align_into(np.zeros(shape, dtype=np.int64), None, None, -1, True, outs)
+    assert got is outs and ls == 0 and nnz == 0
 
 
 def test_zero_length_rows(small_aligner):
     ids = np.array([[1, 1], [2, 0]], dtype=np.int32)
     outs = _outs()
-    ls, nnz, ok = small_aligner.align_into(ids, np.array([0, 2]), None, -1, True, outs)
-    assert ok and ls == 2 and nnz == 2
+    ls, nnz, got = small_aligner.align_into(ids, np.array([0, 2]), None, -1, True, outs)
+    assert got is outs and ls == 2 and nnz == 2
     student = outs[0][: 2 * ls].reshape(2, ls)
     assert student.tolist() == [[0, 0], [8, 5]]
     assert outs[2][: 2 * ls].reshape(2, ls).tolist() == [[-1, -1], [0, 1]]
@@ -328,3 +342,54 @@ def test_offset_chunks_bad_input():
         _core.offset_chunks(np.array([1.0]), np.array([0], dtype=bool), np.array([1]), np.array([0], dtype=bool))
     with pytest.raises(ValueError, match="one special flag per token"):
         _core.offset_chunks(np.array([1, 2]), np.array([0], dtype=bool), np.array([1]), np.array([0], dtype=bool))
+
+
+# --- threads ---
+
+_THREADED = """
+import sys, threading, hashlib
+import numpy as np
+from vocabshrink import _core
+from vocabshrink.aligner import AlignmentBuffers
+
+rng = np.random.default_rng(0)
+lens = rng.integers(1, 4, size=500)
+offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+ids = rng.integers(0, 700, size=int(offsets[-1])).astype(np.int32)
+core = _core.SpanAligner(offsets, ids, 0, 700)
+batches = [rng.integers(0, 500, size=(16, 64)).astype(np.int64) for _ in range(50)]
+lengths = [rng.integers(0, 65, size=16).astype(np.int64) for _ in range(50)]
+
+def digest(i, buffers):
+    al = buffers.expand(core, batches[i], lengths[i], None, 100, "mean")
+    h = hashlib.sha256()
+    for name in ("student_ids", "segment_ids", "span_start", "indptr", "indices", "values"):
+        h.update(np.ascontiguousarray(getattr(al, name)).tobytes())
+    return h.hexdigest()
+
+want = [digest(i, AlignmentBuffers()) for i in range(50)]
+bad = []
+
+def work(t):
+    buffers = AlignmentBuffers() if t % 2 else None  # odd threads reuse their buffers, even ones take fresh
+    for i in range(50):
+        j = (i + 13 * t) % 50
+        if digest(j, buffers or AlignmentBuffers()) != want[j]:
+            bad.append((t, j))
+
+threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+for th in threads: th.start()
+for th in threads: th.join()
+print("mismatches", len(bad))
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_threads_sharing_one_aligner_neither_deadlock_nor_mix_results():
+    """4 threads x 50 calls on one aligner, in a child process so that a deadlock fails the test instead of hanging it."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _THREADED], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mismatches 0" in proc.stdout

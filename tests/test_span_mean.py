@@ -23,11 +23,7 @@ def random_alignment(seed: int, b: int = 4, lt: int = 9, max_length: int | None 
     lengths = rng.integers(0, lt + 1, size=b).astype(np.int64)
     buf = AlignmentBuffers()
     ml = -1 if max_length is None else max_length
-    ls, nnz, ok = core.align_into(teacher, lengths, None, ml, True, buf.arrays)
-    if not ok:
-        buf.ensure(b, lt, ls, nnz)
-        core.align_into(teacher, lengths, None, ml, True, buf.arrays)
-    return buf.view(b, lt, ls, nnz, "mean").copy()
+    return buf.expand(core, teacher, lengths, None, ml, "mean").copy()
 
 
 def dense_span_mean(hidden: torch.Tensor, al: Alignment) -> torch.Tensor:

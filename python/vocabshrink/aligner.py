@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -208,6 +209,15 @@ class AlignmentBuffers:
         )
         self.allocations += 1
 
+    def expand(self, core: Any, ids: np.ndarray, lengths: Any, attention_mask: Any, max_length: int,
+               reduce: str) -> Alignment:
+        """Run the core's expansion into these buffers (it returns larger ones when these are too small)."""
+        ls, nnz, arrays = core.align_into(ids, lengths, attention_mask, max_length, reduce == "mean", self.arrays)
+        if arrays is not self.arrays:
+            self.arrays = arrays
+            self.allocations += 1
+        return self.view(ids.shape[0], ids.shape[1], ls, nnz, reduce)
+
     def view(self, b: int, lt: int, ls: int, nnz: int, reduce: str) -> Alignment:
         sid, smask, seg, ss, se, keep, indptr, ind, val = self.arrays
         return Alignment(
@@ -289,7 +299,7 @@ class Aligner:
         pad = self.student_roles.get("pad", self.student_roles.get("unk", 0))
         self.pad_id = int(pad)
         self._core = _core.SpanAligner(offsets, ids, self.pad_id, len(self.student_vocab))
-        self._buffers = AlignmentBuffers()
+        self._buffers = threading.local()
 
     @classmethod
     def from_tokenizers(cls, teacher: TokenizerLike, student: TokenizerLike) -> "Aligner":
@@ -312,7 +322,7 @@ class Aligner:
     @property
     def buffer_allocations(self) -> int:
         """How often the reused buffers had to grow (0 per call in steady state)."""
-        return self._buffers.allocations
+        return self._reused_buffers().allocations
 
     def split(self, token: str | int) -> list[int]:
         """Student ids of a teacher token, given as its id or its vocabulary string."""
@@ -364,16 +374,18 @@ class Aligner:
             lengths = _as_numpy(lengths)
         if attention_mask is not None:
             attention_mask = _as_numpy(attention_mask)
-        buffers = out if out is not None else (self._buffers if reuse else AlignmentBuffers())
+        buffers = out if out is not None else (self._reused_buffers() if reuse else AlignmentBuffers())
         ml = -1 if max_length is None else int(max_length)
         if max_length is not None and ml < 0:
             raise ValueError(f"max_length must be >= 0, got {max_length}")
-        mean = reduce == "mean"
-        ls, nnz, written = self._core.align_into(ids, lengths, attention_mask, ml, mean, buffers.arrays)
-        if not written:
-            buffers.ensure(ids.shape[0], ids.shape[1], ls, nnz)
-            ls, nnz, written = self._core.align_into(ids, lengths, attention_mask, ml, mean, buffers.arrays)
-        return buffers.view(ids.shape[0], ids.shape[1], ls, nnz, reduce)
+        return buffers.expand(self._core, ids, lengths, attention_mask, ml, reduce)
+
+    def _reused_buffers(self) -> AlignmentBuffers:
+        """This thread's buffers for `reuse=True`: threads sharing an aligner never overwrite each other."""
+        buffers = getattr(self._buffers, "value", None)
+        if buffers is None:
+            buffers = self._buffers.value = AlignmentBuffers()
+        return buffers
 
 
 def _as_numpy(x: Any) -> np.ndarray:

@@ -511,12 +511,7 @@ class Collator:
                                            len(self.special))
         buffers = AlignmentBuffers()  # fresh: the tensors handed out share these arrays
         ml = -1 if self.max_length is None else int(self.max_length)
-        mean = self.reduce == "mean"
-        ls, nnz, written = self._core.align_into(ids, lengths, None, ml, mean, buffers.arrays)
-        if not written:
-            buffers.ensure(ids.shape[0], ids.shape[1], ls, nnz)
-            ls, nnz, written = self._core.align_into(ids, lengths, None, ml, mean, buffers.arrays)
-        return buffers.view(ids.shape[0], ids.shape[1], ls, nnz, self.reduce)
+        return buffers.expand(self._core, ids, lengths, None, ml, self.reduce)
 
     def mask(self, ids: np.ndarray, attention: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(masked ids, labels with -100 where not masked) for a padded int64 batch."""
