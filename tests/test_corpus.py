@@ -74,6 +74,23 @@ def test_jsonl_field_and_bad_records(tmp_path, monkeypatch, block):
         list(iter_lines([f]))
 
 
+@pytest.mark.parametrize("block", [3, 1 << 22])
+@pytest.mark.parametrize("split", ["blank", "line"])
+def test_a_jsonl_record_is_one_document(tmp_path, monkeypatch, block, split):
+    """Records are never joined, and blank lines inside a record never split it."""
+    monkeypatch.setattr(corpus, "_BLOCK", block)
+    texts = ["first record", "second\n\nwith a blank line", "third"]
+    f = tmp_path / "x.jsonl"
+    f.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    assert list(iter_documents([f], split=split)) == texts
+
+
+def test_no_document_spans_two_files(tmp_path):
+    (tmp_path / "a.txt").write_text("one\ntwo", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("three\n\nfour\n", encoding="utf-8")
+    assert list(iter_documents([tmp_path / "a.txt", tmp_path / "b.txt"])) == ["one\ntwo", "three", "four"]
+
+
 def test_corrupt_gzip(tmp_path):
     f = tmp_path / "x.txt.gz"
     f.write_bytes(b"not gzip at all")

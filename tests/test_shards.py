@@ -175,6 +175,23 @@ def test_parts_are_disjoint_and_complete(shard_env, reference, tmp_path):
         ShardDataset([folders[0], folders[0]], shard_env.teacher, shard_env.student)
 
 
+def test_jsonl_records_are_documents_through_align_and_parts(shard_env, tmp_path):
+    """Each record is one document (blank lines inside it included), and --num-shards deals records to parts."""
+    texts = [f"record {i} says hello.\n\nIts second paragraph, number {i}." for i in range(9)]
+    corpus_file = tmp_path / "records.jsonl"
+    corpus_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    whole = run_align(shard_env, tmp_path / "whole", corpus=corpus_file)
+    assert whole.documents == 9
+    ds = ShardDataset(tmp_path / "whole", shard_env.teacher, shard_env.student)
+    assert sorted({ds.source(j)[0] for j in range(len(ds))}) == list(range(9))
+    docs = []
+    for i in range(3):
+        part = run_align(shard_env, tmp_path / f"p{i}", corpus=corpus_file, num_shards=3, shard_index=i)
+        ds = ShardDataset(tmp_path / f"p{i}", shard_env.teacher, shard_env.student)
+        docs.append({ds.source(j)[0] for j in range(len(ds))})
+        assert part.documents == 3 and docs[-1] == {d for d in range(9) if d % 3 == i}
+
+
 def test_sigkill_then_resume_gives_identical_shards(shard_env, tmp_path):
     kw = dict(max_length=MAX_LEN, examples_per_shard=40)
     killed = tmp_path / "killed"

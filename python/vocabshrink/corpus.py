@@ -112,11 +112,19 @@ def iter_line_blocks(
     max_lines: int | None = None,
 ) -> Iterator[list[str]]:
     """`iter_lines` in lists of consecutive lines (about 256 KiB of text each): the fast way through a large corpus."""
+    for _, lines in _file_blocks(sources, text_field, errors, max_lines):
+        yield lines
+
+
+def _file_blocks(
+    sources: Iterable[str | os.PathLike], text_field: str, errors: str, max_lines: int | None
+) -> Iterator[tuple[str, list[str]]]:
+    """(path, lines) blocks of every source in order; a .jsonl block holds one text per record."""
     if errors not in ("strict", "replace"):
         raise CorpusError(f"errors must be 'strict' or 'replace', got {errors!r}")
     count = 0
     for path in resolve_paths(sources):
-        is_jsonl = path.endswith((".jsonl", ".jsonl.gz"))
+        is_jsonl = _is_jsonl(path)
         fh = _open_binary(path)
         lineno = 1  # of the block's first line
         try:
@@ -127,15 +135,19 @@ def iter_line_blocks(
                              if line.strip()]
                 lineno += block.count(b"\n")
                 if max_lines is not None and count + len(lines) >= max_lines:
-                    yield lines[: max_lines - count]
+                    yield path, lines[: max_lines - count]
                     return
                 count += len(lines)
-                yield lines
+                yield path, lines
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise CorpusError(f"{path}: read failed ({exc})") from exc
         finally:
             if path != "-":
                 fh.close()
+
+
+def _is_jsonl(path: str) -> bool:
+    return path.endswith((".jsonl", ".jsonl.gz"))
 
 
 def _json_text(line: str, path: str, lineno: int, text_field: str) -> str:
@@ -176,21 +188,28 @@ def iter_documents(
 ) -> Iterator[str]:
     """Documents: runs of non-blank lines joined by newlines (split="blank"), or single lines (split="line").
 
-    A .jsonl record is always one document.
+    A .jsonl record is always one document, whatever its text holds (blank
+    lines included), and no document spans two files.
     """
     if split not in ("blank", "line"):
         raise CorpusError(f"split must be 'blank' or 'line', got {split!r}")
     buf: list[str] = []
-    for line in iter_lines(sources, text_field=text_field, errors=errors, max_lines=max_lines):
-        if split == "line":
-            if line.strip():
-                yield line
+    current = None
+    for path, lines in _file_blocks(sources, text_field, errors, max_lines):
+        if path != current:
+            if buf:
+                yield "\n".join(buf)
+                buf = []
+            current = path
+        if split == "line" or _is_jsonl(path):
+            yield from (line for line in lines if line.strip())
             continue
-        if line.strip():
-            buf.append(line)
-        elif buf:
-            yield "\n".join(buf)
-            buf = []
+        for line in lines:
+            if line.strip():
+                buf.append(line)
+            elif buf:
+                yield "\n".join(buf)
+                buf = []
     if buf:
         yield "\n".join(buf)
 
