@@ -9,6 +9,13 @@ import click
 
 from .errors import VocabshrinkError
 
+# Ranges checked by click while parsing, before any model or corpus is touched.
+POS = click.IntRange(min=1)
+NONNEG = click.IntRange(min=0)
+NONNEG_F = click.FloatRange(min=0)
+POS_F = click.FloatRange(min=0, min_open=True)
+SEED = click.IntRange(min=0, max=2**32 - 1)
+
 
 class _Group(click.Group):
     """Prints user errors without a traceback and exits 1."""
@@ -18,6 +25,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except VocabshrinkError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except click.BadParameter as exc:  # a bad option value: one line naming it and its range
+            click.secho(f"error: {exc.format_message()}", fg="red", err=True)
             sys.exit(1)
 
 
@@ -50,23 +60,23 @@ def cli(verbose: int) -> None:
 
 @cli.command("build-vocab")
 @click.argument("corpus", nargs=-1, required=True)
-@click.option("--size", type=int, required=True, help="Vocabulary size, special tokens included.")
+@click.option("--size", type=POS, required=True, help="Vocabulary size, special tokens included.")
 @click.option("--teacher", required=True, help="Teacher model or tokenizer directory (or hub id).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output tokenizer directory.")
 @click.option("--algorithm", type=click.Choice(["wordpiece", "bpe", "unigram", "trim"]), default=None,
               help="Default: the teacher's own family.")
-@click.option("--coverage", type=float, default=0.9999, show_default=True,
+@click.option("--coverage", type=click.FloatRange(0, 1, min_open=True), default=0.9999, show_default=True,
               help="Share of character occurrences the alphabet covers; rarer characters become UNK.")
-@click.option("--min-frequency", type=int, default=2, show_default=True, help="Fewest occurrences of a merge.")
+@click.option("--min-frequency", type=NONNEG, default=2, show_default=True, help="Fewest occurrences of a merge.")
 @click.option("--keep", type=click.Path(dir_okay=False), default=None,
               help="File of tokens (one a line) that must be in the vocabulary.")
 @click.option("--eval-corpus", multiple=True, help="Held-out text for the report (default: a slice of CORPUS).")
-@click.option("--eval-lines", type=int, default=1000, show_default=True, help="Lines in the evaluation sample.")
+@click.option("--eval-lines", type=POS, default=1000, show_default=True, help="Lines in the evaluation sample.")
 @click.option("--text-field", default="text", show_default=True, help="Field that holds the text in .jsonl.")
 @click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
               help="Invalid UTF-8: stop with file and line, or replace.")
-@click.option("--max-lines", type=int, default=None, help="Read at most this many lines (quick runs).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the held-out sample.")
+@click.option("--max-lines", type=POS, default=None, help="Read at most this many lines (quick runs).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the held-out sample.")
 @click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
               help="Progress bars on stderr.")
 def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequency, keep, eval_corpus,
@@ -94,14 +104,14 @@ def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequen
 @click.option("--teacher", required=True, help="Teacher tokenizer or model folder (or tokenizer.json).")
 @click.option("--student", required=True, help="Student tokenizer folder (or tokenizer.json).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the shards.")
-@click.option("--max-length", default=512, show_default=True,
+@click.option("--max-length", type=click.IntRange(min=8), default=512, show_default=True,
               help="Most tokens per example, specials included, for teacher, student and split teacher tokens.")
 @click.option("--alignment", type=click.Choice(["split", "offsets", "both"]), default="both", show_default=True,
               help="split: teacher ids for the paper's split; offsets: common chunks of both tokenizations.")
-@click.option("--workers", default=1, show_default=True, help="Processes; the output is the same for any number.")
-@click.option("--num-shards", default=1, show_default=True, help="Cut the corpus into this many disjoint parts...")
-@click.option("--shard-index", default=0, show_default=True, help="...and write this one (0-based).")
-@click.option("--examples-per-shard", default=10_000, show_default=True, help="Examples per shard file.")
+@click.option("--workers", type=POS, default=1, show_default=True, help="Processes; the output is the same for any number.")
+@click.option("--num-shards", type=POS, default=1, show_default=True, help="Cut the corpus into this many disjoint parts...")
+@click.option("--shard-index", type=NONNEG, default=0, show_default=True, help="...and write this one (0-based).")
+@click.option("--examples-per-shard", type=POS, default=10_000, show_default=True, help="Examples per shard file.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Keep intact shards of an earlier run with the same settings.")
 @click.option("--split", type=click.Choice(["blank", "line"]), default="blank", show_default=True,
@@ -109,7 +119,7 @@ def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequen
 @click.option("--text-field", default="text", show_default=True, help="Field of .jsonl records holding the text.")
 @click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
               help="Invalid UTF-8: stop with an error, or replace it.")
-@click.option("--max-lines", type=int, default=None, help="Read at most this many lines of the corpus.")
+@click.option("--max-lines", type=POS, default=None, help="Read at most this many lines of the corpus.")
 @click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
               help="Show a progress bar.")
 def align_command(corpus: tuple[str, ...], **options) -> None:
@@ -129,8 +139,8 @@ def align_command(corpus: tuple[str, ...], **options) -> None:
 
 @cli.command("inspect")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--examples", default=3, show_default=True, help="Examples to render as aligned pieces.")
-@click.option("--seed", default=0, show_default=True, help="Seed for picking the examples.")
+@click.option("--examples", type=NONNEG, default=3, show_default=True, help="Examples to render as aligned pieces.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for picking the examples.")
 @click.option("--verify", type=click.Choice(["sha256", "size"]), default="sha256", show_default=True,
               help="Hash every file, or check sizes and structure only.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
@@ -155,10 +165,10 @@ def inspect_command(dirs: tuple[str, ...], examples: int, seed: int, verify: str
 @click.option("--teacher", required=True, type=click.Path(), help="Teacher model directory (BERT, DistilBERT, RoBERTa).")
 @click.option("--tokenizer", required=True, type=click.Path(), help="Student tokenizer directory or tokenizer.json.")
 @click.option("--out", required=True, type=click.Path(), help="Output directory for the student model.")
-@click.option("--layers", type=int, default=None, help="Student layers [default: half the teacher's].")
-@click.option("--hidden", type=int, default=None, help="Student width [default: the teacher's].")
-@click.option("--heads", type=int, default=None, help="Attention heads; must divide --hidden [default: keep the head size].")
-@click.option("--intermediate", type=int, default=None, help="FFN size [default: the teacher's ratio to the width].")
+@click.option("--layers", type=POS, default=None, help="Student layers [default: half the teacher's].")
+@click.option("--hidden", type=POS, default=None, help="Student width [default: the teacher's].")
+@click.option("--heads", type=POS, default=None, help="Attention heads; must divide --hidden [default: keep the head size].")
+@click.option("--intermediate", type=POS, default=None, help="FFN size [default: the teacher's ratio to the width].")
 @click.option("--embedding-init", type=click.Choice(["fvt", "random"]), default="fvt", show_default=True,
               help="fvt: copy or average teacher rows over the teacher's split of each student token.")
 @click.option("--reduce", type=click.Choice(["pca", "truncate"]), default="pca", show_default=True,
@@ -168,9 +178,9 @@ def inspect_command(dirs: tuple[str, ...], examples: int, seed: int, verify: str
 @click.option("--layer-map", default=None, help="Teacher layers per student layer, e.g. 0,2,4 or 0+1,2+3,4+5.")
 @click.option("--eval-corpus", multiple=True, type=click.Path(),
               help="Held-out text for the teacher agreement before training (repeatable).")
-@click.option("--eval-sentences", type=int, default=256, show_default=True,
+@click.option("--eval-sentences", type=click.IntRange(min=3), default=256, show_default=True,
               help="How many non-empty lines of --eval-corpus to use.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the teacher's own Python code (only if you trust it).")
 def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediate, embedding_init, reduce, layer_init,
                      layer_map, eval_corpus, eval_sentences, seed, trust_remote_code) -> None:
@@ -205,38 +215,38 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 @click.option("--mode", type=click.Choice(["split", "offsets"]), default="split", show_default=True,
               help="split: a second student pass over the teacher's split tokens; offsets: one pass, common chunks.")
 @click.option("--layer-map", default=None, help="STUDENT:TEACHER layer pairs, 0 = embeddings [default: last:last].")
-@click.option("--mlm-weight", type=float, default=1.0, show_default=True)
-@click.option("--mse-weight", type=float, default=1.0, show_default=True)
-@click.option("--cosine-weight", type=float, default=0.0, show_default=True)
-@click.option("--kl-weight", type=float, default=0.0, show_default=True, help="Reduce-map KL (teacher needs an MLM head).")
-@click.option("--match-weight", type=float, default=0.0, show_default=True, help="Match KL over the shared vocabulary.")
-@click.option("--sentence-weight", type=float, default=0.0, show_default=True,
+@click.option("--mlm-weight", type=NONNEG_F, default=1.0, show_default=True)
+@click.option("--mse-weight", type=NONNEG_F, default=1.0, show_default=True)
+@click.option("--cosine-weight", type=NONNEG_F, default=0.0, show_default=True)
+@click.option("--kl-weight", type=NONNEG_F, default=0.0, show_default=True, help="Reduce-map KL (teacher needs an MLM head).")
+@click.option("--match-weight", type=NONNEG_F, default=0.0, show_default=True, help="Match KL over the shared vocabulary.")
+@click.option("--sentence-weight", type=NONNEG_F, default=0.0, show_default=True,
               help="1 - cosine of mean-pooled last layers (sentence embeddings); for sentence-embedding teachers.")
 @click.option("--projection-init", type=click.Choice(["fit", "random"]), default="fit", show_default=True,
               help="Start of the student->teacher width projection: least-squares fit on the first batches, or random.")
-@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--temperature", type=POS_F, default=2.0, show_default=True)
 @click.option("--sum-probs", is_flag=True, help="Reduce map: sum the pieces' probabilities, not their logits.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Global batch per optimizer step.")
-@click.option("--grad-accum", type=int, default=1, show_default=True)
-@click.option("--max-steps", type=int, default=1000, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True)
-@click.option("--weight-decay", type=float, default=0.01, show_default=True)
-@click.option("--warmup-steps", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=POS, default=32, show_default=True, help="Global batch per optimizer step.")
+@click.option("--grad-accum", type=POS, default=1, show_default=True)
+@click.option("--max-steps", type=POS, default=1000, show_default=True)
+@click.option("--lr", type=POS_F, default=5e-4, show_default=True)
+@click.option("--weight-decay", type=NONNEG_F, default=0.01, show_default=True)
+@click.option("--warmup-steps", type=NONNEG, default=100, show_default=True)
 @click.option("--schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
-@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="0 switches clipping off.")
-@click.option("--mlm-probability", type=float, default=0.15, show_default=True)
-@click.option("--max-length", type=int, default=None, help="Student split-pass length [default: the shards'].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-every", type=int, default=0, show_default=True, help="Steps between evaluations (0: at the end).")
-@click.option("--eval-batches", type=int, default=8, show_default=True)
-@click.option("--checkpoint-every", type=int, default=0, show_default=True, help="Steps between checkpoints (0: none).")
-@click.option("--keep-checkpoints", type=int, default=3, show_default=True)
+@click.option("--clip-norm", type=NONNEG_F, default=1.0, show_default=True, help="0 switches clipping off.")
+@click.option("--mlm-probability", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=8), default=None, help="Student split-pass length [default: the shards'].")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--eval-every", type=NONNEG, default=0, show_default=True, help="Steps between evaluations (0: at the end).")
+@click.option("--eval-batches", type=POS, default=8, show_default=True)
+@click.option("--checkpoint-every", type=NONNEG, default=0, show_default=True, help="Steps between checkpoints (0: none).")
+@click.option("--keep-checkpoints", type=POS, default=3, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the last step-N/ in --out.")
 @click.option("--teacher-dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="Student autocast; auto = bf16 on GPUs that support it.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 [default: the local GPU, else CPU].")
-@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--log-every", type=POS, default=10, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress)
 def distill_cmd(**kwargs) -> None:
     """Train the student against the teacher on aligned shards.
@@ -285,18 +295,18 @@ def _speed_shape(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @click.option("--shards", multiple=True, type=click.Path(file_okay=False),
               help="Shard folders from align: their audit gives the fertility histogram.")
 @click.option("--device", default=None, help="Device for the quality measures (default: cuda if present, else cpu).")
-@click.option("--seed", default=0, show_default=True, help="Seed for masking, probe subsets and classifiers.")
-@click.option("--batch-size", default=64, show_default=True, help="Sentences per forward pass.")
-@click.option("--max-length", default=256, show_default=True, help="Most tokens per sentence.")
-@click.option("--max-sentences", default=1000, show_default=True, help="Held-out sentences read from --corpus.")
-@click.option("--max-train", type=int, default=20000, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for masking, probe subsets and classifiers.")
+@click.option("--batch-size", type=POS, default=64, show_default=True, help="Sentences per forward pass.")
+@click.option("--max-length", type=click.IntRange(min=4), default=256, show_default=True, help="Most tokens per sentence.")
+@click.option("--max-sentences", type=click.IntRange(min=2), default=1000, show_default=True, help="Held-out sentences read from --corpus.")
+@click.option("--max-train", type=POS, default=20000, show_default=True,
               help="Most probe training examples (a seeded subset).")
 @click.option("--speed/--no-speed", default=True, show_default=True, help="Measure time and memory.")
 @click.option("--speed-shape", "speed_shapes", multiple=True, callback=_speed_shape,
               help="BATCHxLENGTH shapes to time (default: 1x512 and 16x512); repeatable.")
-@click.option("--warmup", default=1, show_default=True, help="Untimed passes before timing.")
-@click.option("--repeats", default=3, show_default=True, help="Timed passes; the median is reported.")
-@click.option("--threads", type=int, default=None, help="CPU threads for timing (default: torch's default).")
+@click.option("--warmup", type=NONNEG, default=1, show_default=True, help="Untimed passes before timing.")
+@click.option("--repeats", type=POS, default=3, show_default=True, help="Timed passes; the median is reported.")
+@click.option("--threads", type=POS, default=None, help="CPU threads for timing (default: torch's default).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots.")
 def evaluate_command(**options) -> None:
     """Compare a student with its teacher: size, speed, fidelity, STS and probes; write OUT/report.md.
@@ -330,7 +340,7 @@ def evaluate_command(**options) -> None:
 @click.option("--quick", is_flag=True, help="Reduced sizes and steps (CI): a minute or two instead of ~10.")
 @click.option("--overwrite", is_flag=True, help="Redo a demo already in --out.")
 @click.option("--device", default=None, help="Device for distill and evaluate (default: cuda if present).")
-@click.option("--seed", default=0, show_default=True, help="Seed for every stage.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for every stage.")
 @click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
               help="Progress bars on stderr.")
 def demo_command(**options) -> None:

@@ -504,14 +504,17 @@ class Collator:
         return state
 
     def _align(self, ids: np.ndarray, lengths: np.ndarray) -> Any:
-        if self.aligner is not None:
-            return self.aligner.align(ids, lengths=lengths, max_length=self.max_length, reduce=self.reduce)
-        if self._core is None:
-            self._core = _core.SpanAligner(self.table.offsets, self.table.ids, self.student_pad_id,
-                                           len(self.special))
-        buffers = AlignmentBuffers()  # fresh: the tensors handed out share these arrays
-        ml = -1 if self.max_length is None else int(self.max_length)
-        return buffers.expand(self._core, ids, lengths, None, ml, self.reduce)
+        try:
+            if self.aligner is not None:
+                return self.aligner.align(ids, lengths=lengths, max_length=self.max_length, reduce=self.reduce)
+            if self._core is None:
+                self._core = _core.SpanAligner(self.table.offsets, self.table.ids, self.student_pad_id,
+                                               len(self.special))
+            buffers = AlignmentBuffers()  # fresh: the tensors handed out share these arrays
+            ml = -1 if self.max_length is None else int(self.max_length)
+            return buffers.expand(self._core, ids, lengths, None, ml, self.reduce)
+        except ValueError as exc:  # ids the split table does not cover: shards of another teacher
+            raise ShardError(f"the shards do not fit the teacher's split table: {exc}") from None
 
     def mask(self, ids: np.ndarray, attention: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(masked ids, labels with -100 where not masked) for a padded int64 batch."""

@@ -372,6 +372,32 @@ def export_student(student: torch.nn.Module, projection: L.HiddenProjection | No
 # --- the stage ---------------------------------------------------------------------------------------------------
 
 
+# Numeric options: (low, low is allowed, high, high is allowed); None is no bound. Checked before anything loads.
+_RANGES = {
+    "max_steps": (1, True, None, False), "batch_size": (1, True, None, False), "grad_accum": (1, True, None, False),
+    "eval_batches": (1, True, None, False), "keep_checkpoints": (1, True, None, False),
+    "log_every": (1, True, None, False), "temperature": (0, False, None, False), "lr": (0, False, None, False),
+    "warmup_steps": (0, True, None, False), "weight_decay": (0, True, None, False), "clip_norm": (0, True, None, False),
+    "eval_every": (0, True, None, False), "checkpoint_every": (0, True, None, False), "seed": (0, True, 2**32 - 1, True),
+    "mlm_probability": (0, False, 1, False), "max_length": (8, True, None, False),
+}
+
+
+def _check_ranges(settings: dict) -> None:
+    """Raise ConfigError naming the first option outside its range (NaN included)."""
+    for name, (low, low_ok, high, high_ok) in _RANGES.items():
+        value = settings.get(name)
+        if value is None and name == "max_length":
+            continue
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        fits = fits and (low is None or value > low or (low_ok and value == low))
+        fits = fits and (high is None or value < high or (high_ok and value == high))
+        if not fits:
+            lo = "" if low is None else f"{'[' if low_ok else '('}{low}"
+            hi = "inf)" if high is None else f"{high}{']' if high_ok else ')'}"
+            raise ConfigError(f"--{name.replace('_', '-')} must be in {lo}, {hi}, got {value!r}")
+
+
 def distill(
     *,
     teacher: str | Path,
@@ -433,12 +459,9 @@ def distill(
         raise ConfigError(f"--projection-init must be 'fit' or 'random', got {projection_init!r}")
     weights = dict(mlm=mlm_weight, mse=mse_weight, cosine=cosine_weight, kl=kl_weight, match=match_weight,
                    sentence=sentence_weight)
-    if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+    if not all(w >= 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
         raise ConfigError(f"loss weights must be >= 0 and at least one > 0, got {weights}")
-    if max_steps <= 0 or batch_size <= 0 or grad_accum <= 0 or temperature <= 0 or lr <= 0:
-        raise ConfigError("--max-steps, --batch-size, --grad-accum, --temperature and --lr must be positive")
-    if not 0 < mlm_probability < 1:
-        raise ConfigError(f"--mlm-probability must be in (0, 1), got {mlm_probability}")
+    _check_ranges({**settings, "log_every": log_every})
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if teacher_dtype not in dtypes:
         raise ConfigError(f"--teacher-dtype must be one of {sorted(dtypes)}, got {teacher_dtype!r}")
@@ -446,6 +469,12 @@ def distill(
         raise ConfigError(f"--precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
     if not data:
         raise ConfigError("no --data shards given")
+    for folder in [*data, *(eval_data or [])]:
+        if not Path(folder).is_dir():
+            raise ShardError(f"{folder}: no such shard folder; make one with `vocabshrink align`")
+    for path, what in ((teacher_path, "teacher"), (student_path, "student")):
+        if not path.exists():
+            raise ModelError(f"{path}: {what} not found")
 
     # ---- setup: processes and devices -------------------------------------------------------------------------
     rank, world, dev = _setup_distributed(device)
