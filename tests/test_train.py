@@ -226,6 +226,55 @@ def test_resume_is_exact(models, tmp_path, monkeypatch):
     assert all(torch.equal(oa[k], ob[k]) for k in oa)
 
 
+KILLABLE = """
+import json, sys, time
+from vocabshrink import train as T
+real = T.save_checkpoint
+def slow_save(*args, **kwargs):  # time for the test to kill the run between its checkpoints
+    path = real(*args, **kwargs)
+    time.sleep(0.5)
+    return path
+T.save_checkpoint = slow_save
+T.distill(**json.loads(sys.argv[1]))
+"""
+
+
+def test_sigkill_after_a_timed_checkpoint_then_resume_gives_the_same_weights(models, tmp_path, capsys):
+    """Checkpoints by wall time are on by default; a run killed -9 resumes to the weights of an unbroken run."""
+    import signal
+    import time
+
+    kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=12, keep_checkpoints=2)
+    straight = _run(models, tmp_path / "straight", **kw)
+    assert [p.name for p in (tmp_path / "straight").glob("step-*")] == ["step-12"]  # the default keeps the end
+    assert straight.settings["checkpoint_minutes"] == 10.0
+    args = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=[str(models["shards"])],
+                out=str(tmp_path / "killed"), batch_size=8, lr=2e-3, warmup_steps=1, progress=False, seed=3,
+                checkpoint_minutes=1e-6, **kw)  # a checkpoint after every step
+    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, json.dumps(args)], env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    deadline = time.time() + 120
+    while not list((tmp_path / "killed").glob("step-*/trainer_state.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = T.list_checkpoints(tmp_path / "killed")
+    assert saved and saved[-1][0] < 12 and not (tmp_path / "killed" / "final").exists()
+    with pytest.raises(ConfigError, match="pass --resume"):
+        _run(models, tmp_path / "killed", **kw)
+    capsys.readouterr()
+    resumed = _run(models, tmp_path / "killed", **kw, resume=True)
+    assert f"resuming from {saved[-1][1]} (step {saved[-1][0]} of 12)" in capsys.readouterr().err
+    assert resumed.resumed_from_step == saved[-1][0]
+    a, b = _params(tmp_path / "straight" / "final"), _params(tmp_path / "killed" / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(T.list_checkpoints(tmp_path / "killed")) <= 2
+
+
+def test_checkpoints_can_be_switched_off(models, tmp_path):
+    _run(models, tmp_path / "none", checkpoint_minutes=0, max_steps=2)
+    assert not list((tmp_path / "none").glob("step-*")) and (tmp_path / "none" / "final").is_dir()
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(models, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = T.L.mlm_loss

@@ -239,9 +239,12 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--eval-every", type=NONNEG, default=0, show_default=True, help="Steps between evaluations (0: at the end).")
 @click.option("--eval-batches", type=POS, default=8, show_default=True)
-@click.option("--checkpoint-every", type=NONNEG, default=0, show_default=True, help="Steps between checkpoints (0: none).")
-@click.option("--keep-checkpoints", type=POS, default=3, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from the last step-N/ in --out.")
+@click.option("--checkpoint-every", type=NONNEG, default=0, show_default=True,
+              help="Steps between checkpoints (0: by time only).")
+@click.option("--checkpoint-minutes", type=NONNEG_F, default=10.0, show_default=True,
+              help="Minutes of wall time between checkpoints; with --checkpoint-every 0 too, none are kept.")
+@click.option("--keep-checkpoints", type=POS, default=2, show_default=True, help="The newest N step-N/ folders kept.")
+@click.option("--resume", is_flag=True, help="Continue from the last step-N/ in --out (after a kill, rerun with it).")
 @click.option("--teacher-dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="Student autocast; auto = bf16 on GPUs that support it.")

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -243,7 +244,9 @@ def _setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        # The loss counts and step statistics are reduced as CPU tensors: on GPUs they go through gloo, the
+        # gradients through NCCL (NCCL alone refuses CPU tensors).
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo")
     return rank, world, dev
 
 
@@ -378,7 +381,8 @@ _RANGES = {
     "eval_batches": (1, True, None, False), "keep_checkpoints": (1, True, None, False),
     "log_every": (1, True, None, False), "temperature": (0, False, None, False), "lr": (0, False, None, False),
     "warmup_steps": (0, True, None, False), "weight_decay": (0, True, None, False), "clip_norm": (0, True, None, False),
-    "eval_every": (0, True, None, False), "checkpoint_every": (0, True, None, False), "seed": (0, True, 2**32 - 1, True),
+    "eval_every": (0, True, None, False), "checkpoint_every": (0, True, None, False),
+    "checkpoint_minutes": (0, True, None, False), "seed": (0, True, 2**32 - 1, True),
     "mlm_probability": (0, False, 1, False), "max_length": (8, True, None, False),
 }
 
@@ -396,6 +400,21 @@ def _check_ranges(settings: dict) -> None:
             lo = "" if low is None else f"{'[' if low_ok else '('}{low}"
             hi = "inf)" if high is None else f"{high}{']' if high_ok else ')'}"
             raise ConfigError(f"--{name.replace('_', '-')} must be in {lo}, {hi}, got {value!r}")
+
+
+def _checkpoint_due(done: int, max_steps: int, every: int, minutes: float, last_saved: float, is_main: bool,
+                    world: int) -> bool:
+    """Every `every` steps, when `minutes` of wall time have passed since the last one, and at the end."""
+    if every <= 0 and minutes <= 0:
+        return False
+    if done == max_steps or (every > 0 and done % every == 0):
+        return True
+    if minutes <= 0:
+        return False
+    # rank 0's clock decides, so that every rank saves (and waits) at the same step
+    flag = torch.tensor([1.0 if is_main and time.time() - last_saved >= 60 * minutes else 0.0], dtype=torch.float64)
+    _all_reduce(flag, world)
+    return bool(flag.item() > 0)
 
 
 def distill(
@@ -430,7 +449,8 @@ def distill(
     eval_every: int = 0,
     eval_batches: int = 8,
     checkpoint_every: int = 0,
-    keep_checkpoints: int = 3,
+    checkpoint_minutes: float = 10.0,
+    keep_checkpoints: int = 2,
     resume: bool = False,
     teacher_dtype: str = "fp32",
     precision: str = "auto",
@@ -472,9 +492,10 @@ def distill(
     for folder in [*data, *(eval_data or [])]:
         if not Path(folder).is_dir():
             raise ShardError(f"{folder}: no such shard folder; make one with `vocabshrink align`")
-    for path, what in ((teacher_path, "teacher"), (student_path, "student")):
-        if not path.exists():
-            raise ModelError(f"{path}: {what} not found")
+    if not teacher_path.exists():
+        raise ModelError(f"{teacher_path}: teacher not found")
+    if not student_path.is_dir():
+        raise ModelError(f"{student_path}: student directory not found; make one with `vocabshrink init-student`")
 
     # ---- setup: processes and devices -------------------------------------------------------------------------
     rank, world, dev = _setup_distributed(device)
@@ -489,8 +510,6 @@ def distill(
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     # ---- setup: tokenizers, models, vocabulary maps ------------------------------------------------------------
-    if not student_path.is_dir():
-        raise ModelError(f"{student_path}: student directory not found; make one with `vocabshrink init-student`")
     teacher_tok = load_tokenizer(teacher_path)
     student_tok = load_tokenizer(student_path)
     aligner = Aligner.from_tokenizers(teacher_path, student_path)
@@ -572,7 +591,8 @@ def distill(
         start_step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         examples_seen, tokens_seen = state["examples_seen"], state["teacher_tokens_seen"]
         resumed_from = ckpt_step
-        log.info("resumed from %s", ckpt)
+        if is_main:
+            print(f"distill: resuming from {ckpt} (step {ckpt_step} of {max_steps})", file=sys.stderr, flush=True)
     elif existing or (out / "final").exists():
         raise ConfigError(f"{out}: holds an earlier run (step-N/ or final/); pass --resume or another --out")
 
@@ -622,6 +642,7 @@ def distill(
     last_eval = None
     checkpoints: list[str] = []
     tokens_at_start, t0 = tokens_seen, time.time()
+    last_saved = t0
     active = active_components(setup)
     try:
         for step in range(start_step, max_steps):
@@ -698,7 +719,8 @@ def distill(
                     dist.barrier()
 
             # checkpointing (rank 0; the others wait)
-            if checkpoint_every > 0 and (done % checkpoint_every == 0 or done == max_steps):
+            if _checkpoint_due(done, max_steps, checkpoint_every, checkpoint_minutes, last_saved, is_main, world):
+                last_saved = time.time()
                 if is_main:
                     state = {"settings": settings, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                              "examples_seen": examples_seen, "teacher_tokens_seen": tokens_seen,
