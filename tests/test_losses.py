@@ -17,6 +17,7 @@ from vocabshrink.losses import (
     mlm_loss,
     reduce_kl,
     shared_vocabulary,
+    similarity_loss,
 )
 
 
@@ -152,3 +153,27 @@ def test_hidden_projection_maps_each_layer_pair():
     assert torch.allclose(out, x @ lin.weight.T + lin.bias)
     with pytest.raises(KeyError):
         proj(x, 1, 1)
+
+
+def test_similarity_loss_against_a_hand_computation():
+    t = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    s = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    def cos(a, b):
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+    want = 0.0
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                want += (cos(s[i], s[j]) - cos(t[i], t[j])) ** 2
+    assert math.isclose(float(similarity_loss(s, t, reduction="sum")), want, rel_tol=1e-6)
+    assert math.isclose(float(similarity_loss(s, t)), want / 6, rel_tol=1e-6)
+    # a rotated and scaled copy of the teacher, of another width, has the same similarities: zero loss
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(0)))
+    rotated = 3.0 * torch.cat([t, torch.zeros(3, 2)], dim=1) @ q
+    assert float(similarity_loss(rotated, t)) < 1e-10
+    # masked rows take no part
+    keep = torch.tensor([True, True, False])
+    assert math.isclose(float(similarity_loss(s, t, keep, reduction="sum")),
+                        2 * (cos(s[0], s[1]) - cos(t[0], t[1])) ** 2, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="same B"):
+        similarity_loss(s[:2], t)

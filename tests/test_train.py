@@ -311,9 +311,9 @@ def _one_batch(models, mode: str, student_dir=None, teacher_dir=None, shards=Non
 
 
 def _setup(mode: str, **weights) -> "DL.LossSetup":
-    w = {**dict(mlm=0.0, mse=0.0, cosine=0.0, kl=0.0, match=0.0, sentence=0.0), **weights}
+    w = {**dict(mlm=0.0, mse=0.0, cosine=0.0, kl=0.0, match=0.0, sentence=0.0, similarity=0.0), **weights}
     return DL.LossSetup(mode, [(2, 2)], w["mlm"], w["mse"], w["cosine"], w["kl"], w["match"], 2.0, False, None, None,
-                       sentence_weight=w["sentence"], sentence_pair=(2, 2))
+                       sentence_weight=w["sentence"], sentence_pair=(2, 2), similarity_weight=w["similarity"])
 
 
 NO_AUTOCAST = torch.autocast("cpu", enabled=False)
@@ -341,16 +341,19 @@ def test_a_student_equal_to_the_teacher_has_zero_hidden_and_sentence_losses(mode
     """Teacher as its own student (same vocabulary: the split is the identity, every chunk one token)."""
     shards = make_shards(tmp_path / "self", lines[:16], models["teacher"], models["teacher"])
     batch, student, teacher = _one_batch(models, mode, student_dir=models["teacher"], shards=shards)
-    sums = DL.loss_sums(student, None, teacher, batch, _setup(mode, mse=1.0, cosine=1.0, sentence=1.0), NO_AUTOCAST)
+    sums = DL.loss_sums(student, None, teacher, batch, _setup(mode, mse=1.0, cosine=1.0, sentence=1.0, similarity=1.0),
+                        NO_AUTOCAST)
     counts = DL.row_counts(batch, _setup(mode, mse=1.0, sentence=1.0))
-    assert set(sums) == {"mse", "cosine", "sentence"} and float(counts[5]) == 8
+    assert set(sums) == {"mse", "cosine", "sentence", "similarity"} and float(counts[5]) == 8
+    assert float(counts[6]) == 8 * 7  # ordered pairs of different sentences
     for name in sums:  # with the MLM loss off, offsets mode feeds the student unmasked text too
         assert abs(float(sums[name].detach())) < 1e-4, (mode, name, float(sums[name].detach()))
     # a different student is measurably away from the teacher
     batch, student, teacher = _one_batch(models, mode)
     proj = T.L.HiddenProjection(24, 32, [(2, 2)])
-    sums = DL.loss_sums(student, proj, teacher, batch, _setup(mode, sentence=1.0), NO_AUTOCAST)
+    sums = DL.loss_sums(student, proj, teacher, batch, _setup(mode, sentence=1.0, similarity=1.0), NO_AUTOCAST)
     assert 0.05 < float(sums["sentence"].detach()) / 8 < 2.0
+    assert 1e-4 < float(sums["similarity"].detach()) / 56 < 4.0
 
 
 def test_projection_fit_is_the_least_squares_solution(models):
@@ -392,6 +395,10 @@ def test_sentence_loss_and_fitted_projection_in_a_run(models, tmp_path):
     assert set(report.final_losses) == {"sentence"} and np.isfinite(report.final_losses["sentence"])
     assert set(report.projection_fit) == {"s1_t1", "s2_t2"}  # the sentence pair joins the layer map's
     assert "eval_sentence_cosine" in report.evaluation
+    sim = _run(models, tmp_path / "similarity", mlm_weight=0.0, mse_weight=0.0, similarity_weight=1.0,
+               eval_data=[models["held_out"]], eval_batches=2)
+    assert set(sim.final_losses) == {"similarity"} and sim.projection_fit is None  # no projection needed
+    assert sim.evaluation["eval_similarity_mse"] >= 0
     desc = json.loads((out / "final" / "config.json").read_text())["vocabshrink_projection"]
     assert desc["embedding_key"] == "s2_t2"
     random_start = _run(models, tmp_path / "random", projection_init="random", max_steps=1)

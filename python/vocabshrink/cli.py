@@ -222,6 +222,8 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 @click.option("--match-weight", type=NONNEG_F, default=0.0, show_default=True, help="Match KL over the shared vocabulary.")
 @click.option("--sentence-weight", type=NONNEG_F, default=0.0, show_default=True,
               help="1 - cosine of mean-pooled last layers (sentence embeddings); for sentence-embedding teachers.")
+@click.option("--similarity-weight", type=NONNEG_F, default=0.0, show_default=True,
+              help="Squared difference of the in-batch cosine-similarity matrices of the sentence embeddings.")
 @click.option("--projection-init", type=click.Choice(["fit", "random"]), default="fit", show_default=True,
               help="Start of the student->teacher width projection: least-squares fit on the first batches, or random.")
 @click.option("--temperature", type=POS_F, default=2.0, show_default=True)

@@ -41,6 +41,11 @@ class LossSetup:
     shared_teacher: torch.Tensor | None  # teacher id -> student id for shared tokens, as a lookup table (-1: none)
     sentence_weight: float = 0.0
     sentence_pair: tuple[int, int] = (-1, -1)  # (student layer, teacher layer) whose mean-pooled states are compared
+    similarity_weight: float = 0.0  # in-batch cosine-similarity matrices of the sentence embeddings
+
+    @property
+    def need_sentences(self) -> bool:
+        return self.sentence_weight > 0 or self.similarity_weight > 0
 
     @property
     def need_hidden(self) -> bool:
@@ -49,7 +54,7 @@ class LossSetup:
     @property
     def need_states(self) -> bool:
         """Whether the passes must return per-layer hidden states."""
-        return self.need_hidden or self.sentence_weight > 0
+        return self.need_hidden or self.need_sentences
 
     @property
     def need_logits(self) -> bool:
@@ -59,10 +64,10 @@ class LossSetup:
     def weights(self) -> dict[str, float]:
         """Each loss component's weight, by the names of COMPONENTS."""
         return dict(zip(COMPONENTS, (self.mlm_weight, self.mse_weight, self.cosine_weight, self.kl_weight,
-                                     self.match_weight, self.sentence_weight)))
+                                     self.match_weight, self.sentence_weight, self.similarity_weight)))
 
 
-COMPONENTS = ("mlm", "mse", "cosine", "kl", "match", "sentence")
+COMPONENTS = ("mlm", "mse", "cosine", "kl", "match", "sentence", "similarity")
 
 
 def _rows(batch: dict[str, Any], setup: LossSetup) -> dict[str, torch.Tensor]:
@@ -100,13 +105,14 @@ def _rows(batch: dict[str, Any], setup: LossSetup) -> dict[str, torch.Tensor]:
 
 
 def row_counts(batch: dict[str, Any], setup: LossSetup) -> torch.Tensor:
-    """Rows per loss component (mlm, mse, cosine, kl, match, sentence), float64, for normalising sums across ranks."""
+    """Rows per loss component (as COMPONENTS), float64, for normalising sums across ranks."""
     rows = _rows(batch, setup)
     n_pairs = len(setup.layer_map)
     hidden = float(rows["hidden"].sum()) * n_pairs
     sentences = float((batch["teacher_attention_mask"].sum(1) > 0).sum())
     return torch.tensor([float(rows["mlm"].sum()), hidden, hidden, float(rows["kl"].sum()),
-                         float(rows["match"].sum()) if "match" in rows else 0.0, sentences], dtype=torch.float64)
+                         float(rows["match"].sum()) if "match" in rows else 0.0, sentences,
+                         sentences * (sentences - 1)], dtype=torch.float64)
 
 
 def _mlm_head(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -144,7 +150,7 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
                             output_hidden_states=setup.need_states)
     offsets_hidden = setup.mode == "offsets" and setup.need_hidden
     offsets_logits = setup.mode == "offsets" and setup.need_logits
-    offsets_sentence = setup.mode == "offsets" and setup.sentence_weight > 0
+    offsets_sentence = setup.mode == "offsets" and setup.need_sentences
 
     # Pass 1: the student over its own tokens, MLM-masked when the MLM loss is on (else the text as it is). The
     # vocabulary head runs on the masked positions only (15% of them) unless the offsets-mode KL needs every
@@ -197,7 +203,7 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
         if setup.cosine_weight > 0:
             sums["cosine"] = cos
 
-    if setup.sentence_weight > 0:
+    if setup.need_sentences:
         # the sentence embedding the way sentence-transformers and `evaluate` make it: the mean over all tokens
         s_layer, t_layer = setup.sentence_pair
         t_sent = mean_pool(t_out.hidden_states[t_layer].float(), batch["teacher_attention_mask"])
@@ -205,10 +211,13 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
             s_sent = mean_pool(split_out.hidden_states[s_layer].float(), batch["split"].student_mask)
         else:
             s_sent = mean_pool(own_states[s_layer].float(), batch["student_attention_mask"])
-        if projection is not None:
-            s_sent = projection(s_sent, s_layer, t_layer)
         present = batch["teacher_attention_mask"].sum(1) > 0
-        sums["sentence"] = L.hidden_cosine(s_sent, t_sent, present, reduction="sum")
+        if setup.similarity_weight > 0:  # the student's own space: similarities need no projection
+            sums["similarity"] = L.similarity_loss(s_sent, t_sent, present, reduction="sum")
+        if setup.sentence_weight > 0:
+            if projection is not None:
+                s_sent = projection(s_sent, s_layer, t_layer)
+            sums["sentence"] = L.hidden_cosine(s_sent, t_sent, present, reduction="sum")
 
     if setup.need_logits:
         t_logits = t_out.logits.float()

@@ -97,6 +97,25 @@ def hidden_cosine(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tens
     return _reduce(1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8), reduction)
 
 
+def similarity_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None,
+                    reduction: str = "mean") -> torch.Tensor:
+    """Squared difference of the in-batch cosine-similarity matrices of sentence embeddings, over pairs i != j.
+
+    `student` [B, H_s] and `teacher` [B, H_t] may differ in width: only each side's own similarities are
+    compared, which is what STS and retrieval measure. `mask` [B] keeps the rows that hold a sentence.
+    """
+    if student.shape[0] != teacher.shape[0] or student.dim() != 2 or teacher.dim() != 2:
+        raise ValueError(f"need [B, H] embeddings with the same B, got {tuple(student.shape)} and "
+                         f"{tuple(teacher.shape)}")
+    if mask is not None:
+        student, teacher = student[mask.bool()], teacher[mask.bool()]
+    s = F.normalize(student.float(), dim=-1, eps=1e-8)
+    t = F.normalize(teacher.float(), dim=-1, eps=1e-8)
+    diff = (s @ s.T - t @ t.T).pow(2)
+    off_diagonal = ~torch.eye(diff.shape[0], dtype=torch.bool, device=diff.device)
+    return _reduce(diff[off_diagonal], reduction)
+
+
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of [..., V] logits against labels (-100 = not masked, ignored)."""
     flat = logits.reshape(-1, logits.shape[-1]).float()

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 PROJECTION_FIT_BATCHES = 4  # global batches for the least-squares start of the projection
 # Settings that must not change when a run is resumed (the others, e.g. max_steps, may).
 _RESUME_FIXED = ("mode", "layer_map", "batch_size", "grad_accum", "seed", "mlm_probability", "max_length",
-                 "mlm_weight", "mse_weight", "cosine_weight", "kl_weight", "match_weight", "sentence_weight", "temperature",
+                 "mlm_weight", "mse_weight", "cosine_weight", "kl_weight", "match_weight", "sentence_weight", "similarity_weight", "temperature",
                  "sum_probs",
                  "lr", "weight_decay", "warmup_steps", "schedule", "world_size")
 
@@ -319,6 +319,8 @@ def evaluate(student: torch.nn.Module, projection: L.HiddenProjection | None, te
         metrics["eval_hidden_cosine"] = 1.0 - float(totals[2] / max(counts[2], 1))
     if setup.sentence_weight > 0:
         metrics["eval_sentence_cosine"] = 1.0 - float(totals[5] / max(counts[5], 1))
+    if setup.similarity_weight > 0:
+        metrics["eval_similarity_mse"] = float(totals[6] / max(counts[6], 1))
     agreement = _teacher_agreement(torch.cat(t_emb), torch.cat(s_emb)) if t_emb else None
     if agreement is not None:
         metrics["eval_teacher_agreement"] = agreement
@@ -432,6 +434,7 @@ def distill(
     kl_weight: float = 0.0,
     match_weight: float = 0.0,
     sentence_weight: float = 0.0,
+    similarity_weight: float = 0.0,
     projection_init: str = "fit",
     temperature: float = 2.0,
     sum_probs: bool = False,
@@ -478,7 +481,7 @@ def distill(
     if projection_init not in ("fit", "random"):
         raise ConfigError(f"--projection-init must be 'fit' or 'random', got {projection_init!r}")
     weights = dict(mlm=mlm_weight, mse=mse_weight, cosine=cosine_weight, kl=kl_weight, match=match_weight,
-                   sentence=sentence_weight)
+                   sentence=sentence_weight, similarity=similarity_weight)
     if not all(w >= 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
         raise ConfigError(f"loss weights must be >= 0 and at least one > 0, got {weights}")
     _check_ranges({**settings, "log_every": log_every})
@@ -544,7 +547,8 @@ def distill(
         shared[sh_t] = sh_s
         shared = shared.to(dev)
     setup = LossSetup(mode, pairs, mlm_weight, mse_weight, cosine_weight, kl_weight, match_weight, temperature,
-                      sum_probs, reduce_map, shared, sentence_weight=sentence_weight, sentence_pair=sentence_pair)
+                      sum_probs, reduce_map, shared, sentence_weight=sentence_weight, sentence_pair=sentence_pair,
+                      similarity_weight=similarity_weight)
 
     # ---- setup: data ------------------------------------------------------------------------------------------
     dataset, lengths, collate = open_data(data, teacher_tok, student_tok, aligner, mode=mode,
