@@ -85,6 +85,23 @@ def test_a_jsonl_record_is_one_document(tmp_path, monkeypatch, block, split):
     assert list(iter_documents([f], split=split)) == texts
 
 
+def test_sentence_split():
+    from vocabshrink.corpus import split_sentences
+
+    assert split_sentences('He left. She stayed! Did it? "Yes." Then 3 more. a b. ok') == [
+        "He left.", "She stayed!", "Did it?", '"Yes."', "Then 3 more. a b. ok"]
+    assert split_sentences("Он ушёл. Она осталась… «Да». вот") == ["Он ушёл.", "Она осталась…", "«Да». вот"]
+    assert split_sentences("  ") == [] and split_sentences("no end") == ["no end"]
+
+
+def test_sentence_documents(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("One. Two!\n\nThree? Four.\n", encoding="utf-8")
+    assert list(iter_documents([f], split="sentence")) == ["One.", "Two!", "Three?", "Four."]
+    with pytest.raises(CorpusError, match="split must be one of blank, line, sentence"):
+        list(iter_documents([f], split="word"))
+
+
 def test_no_document_spans_two_files(tmp_path):
     (tmp_path / "a.txt").write_text("one\ntwo", encoding="utf-8")
     (tmp_path / "b.txt").write_text("three\n\nfour\n", encoding="utf-8")

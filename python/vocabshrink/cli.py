@@ -114,8 +114,9 @@ def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequen
 @click.option("--examples-per-shard", type=POS, default=10_000, show_default=True, help="Examples per shard file.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Keep intact shards of an earlier run with the same settings.")
-@click.option("--split", type=click.Choice(["blank", "line"]), default="blank", show_default=True,
-              help="A document is a blank-line-separated paragraph, or a line (.jsonl: a record).")
+@click.option("--split", type=click.Choice(["blank", "line", "sentence"]), default="blank", show_default=True,
+              help="A document is a blank-line-separated paragraph, a line (.jsonl: a record), or a sentence "
+                   "of a line (sentence-sized examples for sentence-embedding students).")
 @click.option("--text-field", default="text", show_default=True, help="Field of .jsonl records holding the text.")
 @click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
               help="Invalid UTF-8: stop with an error, or replace it.")

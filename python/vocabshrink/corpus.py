@@ -6,6 +6,7 @@ import glob
 import gzip
 import io
 import json
+import re
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -178,6 +179,22 @@ def iter_lines(
         yield from lines
 
 
+SPLITS = ("blank", "line", "sentence")
+# A sentence ends at . ! ? or … (closing quotes and brackets may follow) before whitespace and a capital letter,
+# a digit or an opening quote: "Dr. Smith" splits too, a rare and harmless cut for training text.
+_SENTENCE_END = re.compile(r"(?<=[.!?\u2026])([\"'\u201d\u2019\u00bb)\]]*)\s+(?=[\"'\u201c\u2018\u00ab(\[]?[^\W_a-z\u0430-\u044f])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of `text` (stripped, non-blank), cut after sentence-final punctuation."""
+    pieces = _SENTENCE_END.split(text)
+    # split() returns text, closing-quote group, text, ...: glue each group back to the sentence it ends
+    out = [pieces[0] + (pieces[1] if len(pieces) > 1 else "")]
+    for i in range(2, len(pieces), 2):
+        out.append(pieces[i] + (pieces[i + 1] if i + 1 < len(pieces) else ""))
+    return [p.strip() for p in out if p.strip()]
+
+
 def iter_documents(
     sources: Iterable[str | os.PathLike],
     *,
@@ -186,13 +203,18 @@ def iter_documents(
     errors: str = "strict",
     max_lines: int | None = None,
 ) -> Iterator[str]:
-    """Documents: runs of non-blank lines joined by newlines (split="blank"), or single lines (split="line").
+    """Documents: runs of non-blank lines joined by newlines (split="blank"), single lines (split="line"), or the
+    sentences of each line (split="sentence": the size of what sentence-similarity tasks score).
 
     A .jsonl record is always one document, whatever its text holds (blank
     lines included), and no document spans two files.
     """
-    if split not in ("blank", "line"):
-        raise CorpusError(f"split must be 'blank' or 'line', got {split!r}")
+    if split not in SPLITS:
+        raise CorpusError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "sentence":
+        for doc in iter_documents(sources, split="line", text_field=text_field, errors=errors, max_lines=max_lines):
+            yield from split_sentences(doc)
+        return
     buf: list[str] = []
     current = None
     for path, lines in _file_blocks(sources, text_field, errors, max_lines):

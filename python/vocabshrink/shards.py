@@ -413,8 +413,8 @@ def align(
 ) -> AlignReport:
     """Cut `corpus` into aligned teacher/student examples and write them as shards in `out`.
 
-    Documents (a blank-line-separated paragraph, a line with split="line", or a
-    .jsonl record) go to part `doc_number % num_shards`; this call writes part
+    Documents (a blank-line-separated paragraph, a line with split="line", a
+    sentence with split="sentence", or a .jsonl record) go to part `doc_number % num_shards`; this call writes part
     `shard_index`. With `resume`, a rerun with the same settings keeps the
     intact shards a previous run recorded and redoes the rest.
     """
