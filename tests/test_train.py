@@ -507,3 +507,73 @@ def test_cli_runs_and_reports_errors(models, tmp_path):
     hf_logging.enable_progress_bar()
     bad = CliRunner().invoke(cli, [*base, "--student", str(tmp_path / "nope"), "--out", str(tmp_path / "run2")])
     assert bad.exit_code == 1 and "init-student" in bad.output and "Traceback" not in bad.output
+
+
+# --- export: a sentence-transformers model in the teacher's space ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def st_run(models, tmp_path_factory):
+    """A 2-step run against a teacher that carries MiniLM's sentence-transformers modules (mean pooling, Normalize)."""
+    root = tmp_path_factory.mktemp("st")
+    teacher = root / "teacher"
+    shutil.copytree(models["bare"], teacher)
+    for name in ("modules.json", "sentence_bert_config.json", "README.md"):
+        shutil.copy2(models["minilm"] / name, teacher / name)
+    shutil.copytree(models["minilm"] / "1_Pooling", teacher / "1_Pooling")
+    out = root / "run"
+    report = _run(models, out, teacher=teacher, mlm_weight=0.0, mse_weight=1.0, sentence_weight=1.0, max_steps=2,
+                  checkpoint_every=1)
+    return teacher, out, report
+
+
+def test_final_loads_as_a_sentence_transformer_with_the_embeddings_evaluate_scores(st_run, lines):
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer
+
+    from vocabshrink.evaluate import _load_projection, _project
+    from vocabshrink.agreement import embed
+    from vocabshrink.tokenization import load_tokenizer
+    from transformers import AutoModel
+
+    teacher, out, report = st_run
+    final = out / "final"
+    assert report.sentence_transformers == ["Transformer", "Pooling", "Dense", "Normalize"]
+    modules = json.loads((final / "modules.json").read_text())
+    assert [m["path"] for m in modules] == ["", "1_Pooling", "2_Dense", "3_Normalize"]
+    texts = lines[:12]
+    got = SentenceTransformer(str(final), device="cpu").encode(texts, convert_to_numpy=True)
+    raw = embed(AutoModel.from_pretrained(final), load_tokenizer(final), texts, max_length=512)
+    want = _project(raw, _load_projection(str(final)))
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    assert got.shape == (12, 32)  # the teacher's width
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    card = (final / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: sentence-transformers") and "license: apache-2.0" in card
+    assert "vocabshrink distill --teacher" in card and "--sentence-weight 1.0" in card
+
+
+def test_export_a_checkpoint_and_bad_requests(st_run, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from click.testing import CliRunner
+    from sentence_transformers import SentenceTransformer
+
+    from vocabshrink.cli import cli
+    from vocabshrink.export import export
+
+    teacher, out, _ = st_run
+    rep = export(out, tmp_path / "step1", checkpoint="step-1")
+    assert rep.checkpoint == "step-1" and rep.modules[-2:] == ["Dense", "Normalize"]
+    assert "model.safetensors" in rep.files and "2_Dense/model.safetensors" in rep.files
+    e1 = SentenceTransformer(str(tmp_path / "step1"), device="cpu").encode(["a test sentence"])
+    e2 = SentenceTransformer(str(out / "final"), device="cpu").encode(["a test sentence"])
+    assert e1.shape == e2.shape and not np.allclose(e1, e2)  # one more step of training between them
+    res = CliRunner().invoke(cli, ["export", str(out), "--out", str(tmp_path / "final-copy")])
+    assert res.exit_code == 0 and "final" in res.output and "Dense" in res.output, res.output
+    for args, message in ((["--checkpoint", "step-9"], "no checkpoint 'step-9' (have: step-1, step-2)"),
+                          (["--checkpoint", "latest"], "no checkpoint 'latest'"),
+                          ([], "exists; pass --overwrite")):
+        res = CliRunner().invoke(cli, ["export", str(out), "--out", str(tmp_path / "final-copy"), *args])
+        assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output, res.output
+    res = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "no such run folder" in res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -54,6 +55,9 @@ def cli(verbose: int) -> None:
       vocabshrink distill --teacher T --student student --data shards --out run
       vocabshrink evaluate --teacher T --student run/final --out report
     """
+    if not sys.stderr.isatty():
+        # a log file gets no transformers/huggingface_hub bars ("Loading weights"): read when they are imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
@@ -276,6 +280,27 @@ def distill_cmd(**kwargs) -> None:
     kwargs["eval_data"] = list(kwargs["eval_data"]) or None
     report = distill(**kwargs)
     click.echo(report.to_json())
+
+@cli.command("export")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the exported model.")
+@click.option("--checkpoint", default=None, help="step-N of the run [default: final/, else the newest step-N/].")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def export_command(run: str, out: str, checkpoint: str | None, overwrite: bool) -> None:
+    """Write a distill run's student as a sentence-transformers model in the teacher's space, with a model card.
+
+    \b
+    Example:
+      vocabshrink export run --out my-student                     # final/, or the newest checkpoint
+      vocabshrink export run --checkpoint step-500 --out student-500
+      python -c "from sentence_transformers import SentenceTransformer as S; print(S('my-student').encode(['hi']).shape)"
+    """
+    from .export import export
+
+    report = export(run, out, checkpoint=checkpoint, overwrite=overwrite)
+    click.echo(f"exported {report.run} ({report.checkpoint}) -> {report.out}: {report.params:,} parameters, "
+               f"modules {' -> '.join(report.modules)}")
+
 
 def _speed_shape(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     shapes = []

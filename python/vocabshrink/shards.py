@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 from safetensors.numpy import save as st_save
-from tqdm.auto import tqdm
 
 from . import _core
 from .corpus import iter_documents, resolve_paths
 from .errors import ConfigError, CorpusError, ShardError
+from .progress import progress_bar
 from .files import sha256_file, write_atomic, write_json_atomic
 from .tokenization import TokenizerLike, fingerprint, load_tokenizer, read_config, special_ids
 
@@ -507,7 +507,7 @@ def align(
 
     shard = _OpenShard(len(reused), cursor)
     entries = manifest["shards"]
-    bar = tqdm(desc=f"align {out.name}", unit=" texts", disable=not progress or None, dynamic_ncols=True)
+    bar = progress_bar(progress, desc=f"align {out.name}", unit=" texts", dynamic_ncols=True)
     t_tokens = 0
     texts = 0
     tail = {"documents": 0, "characters": 0, "dropped_characters": 0}

@@ -72,6 +72,7 @@ class TrainingReport:
     checkpoints: list[str]
     settings: dict[str, Any] = field(default_factory=dict)
     projection_fit: dict[str, float] | None = None  # cosine of the least-squares start per map, on its fit data
+    sentence_transformers: list[str] | None = None  # the modules final/ holds for SentenceTransformer(final)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -638,9 +639,9 @@ def distill(
     s_model.train()
     bar = None
     if is_main and progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        bar = tqdm(total=max_steps, initial=start_step, desc="distill", unit="step", dynamic_ncols=True)
+        bar = progress_bar(True, total=max_steps, initial=start_step, desc="distill", unit="step", dynamic_ncols=True)
     last_parts: dict[str, float] = {}
     last_loss = None
     last_eval = None
@@ -726,7 +727,9 @@ def distill(
             if _checkpoint_due(done, max_steps, checkpoint_every, checkpoint_minutes, last_saved, is_main, world):
                 last_saved = time.time()
                 if is_main:
-                    state = {"settings": settings, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                    state = {"settings": settings, "teacher": str(teacher_path), "student": str(student_path),
+                             "data": [str(p) for p in data], "out": str(out), "epoch": epoch,
+                             "batch_in_epoch": batch_in_epoch,
                              "examples_seen": examples_seen, "teacher_tokens_seen": tokens_seen,
                              "loss": global_loss}
                     path = save_checkpoint(out, done, s_model, projection, optimizer, scheduler, state,
@@ -759,6 +762,11 @@ def distill(
         checkpoints=[str(p) for _, p in list_checkpoints(out)], settings=settings, projection_fit=projection_fit,
     )
     if is_main:
+        # sentence-transformers modules (the teacher's pooling, the projection as Dense) and the model card
+        from .export import finish_folder
+
+        report.sentence_transformers = finish_folder(final, teacher_path if teacher_path.is_dir() else None,
+                                                     json.loads(report.to_json()))
         write_atomic(out / "training_report.json", report.to_json())
     if world > 1:
         dist.barrier()

@@ -192,26 +192,11 @@ def _load_teacher(teacher: TokenizerLike) -> _Teacher:
 # ---------------------------------------------------------------- corpus passes
 
 
-class _NoBar:
-    """What a disabled progress bar does: nothing."""
-
-    def __enter__(self) -> "_NoBar":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, n: int = 1) -> None:
-        return None
-
-
 def _bar(progress: bool, **kwargs: Any) -> Any:
-    """A tqdm bar; without `progress`, a stand-in, so that tqdm (50 ms to import) loads only to be shown."""
-    if not progress:
-        return _NoBar()
-    from tqdm import tqdm
+    """A progress bar (vocabshrink.progress): tqdm on a terminal, plain lines in a log, nothing when off."""
+    from .progress import progress_bar
 
-    return tqdm(**kwargs)
+    return progress_bar(progress, **kwargs)
 
 
 @dataclass
