@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	@# An unpinned torch would pull several GB of CUDA wheels: pin the CPU build first.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PIP) install -q --no-build-isolation -e ".[test,demo]"
 	touch $@
 
 # Bytecode for the package, as a wheel install would have it: the editable install leaves the sources

@@ -9,16 +9,16 @@ Rows:
 - Model2Vec `distill(teacher, pca_dims=D)` (model2vec on PyPI, the `bench` extra) with D chosen so that its table
   has about the parameters of each student;
 - vocabshrink students, one per `--shapes` entry (VOCAB:LAYERSxHIDDEN), each through the whole pipeline on the
-  sentence corpus of `quality_corpus.py` (never STS-B): build-vocab, align --split line --max-length 64,
+  sentence corpus of `vocabshrink.demo.shared_sentences` (never STS-B): build-vocab, align --split line --max-length 64,
   init-student, distill with the default recipe for `--minutes` (turned into steps by timing a few), each stage a
   `vocabshrink` command in a subprocess (the commands are printed with the table).
 
 The table goes to benchmarks/results/quality.md (and .json), the plots to benchmarks/results/quality_*.png.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quality.py --minutes 10
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quality.py --minutes 12
     # quick check of the machinery:
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quality.py --work runs/quality-quick --max-steps 5 \
-        --shapes 2000:2x128 --no-model2vec --out-md /tmp/q.md
+        --shapes 2000:2x128x256 --no-model2vec --out-md /tmp/q.md
 """
 
 from __future__ import annotations
@@ -38,17 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, ROOT  # noqa: E402
 from bench_results import Runner, rel, teacher_path  # noqa: E402
 
-import quality_corpus  # noqa: E402
+from vocabshrink.demo import shared_sentences  # noqa: E402
 
 log = logging.getLogger("bench_quality")
-# The default shapes: about 2M, 4M and 7.5M parameters (vocabulary:layers x width).
-SHAPES = "4000:3x192,8000:3x264,12000:4x384"
+# The default shapes: about 2M, 4M and 7.5M parameters (vocabulary:layers x width x FFN).
+SHAPES = "4000:3x192x576,6000:3x264x792,9000:2x384x1536"
 
 
-def parse_shape(text: str) -> tuple[int, int, int]:
+def parse_shape(text: str) -> tuple[int, int, int, int]:
     vocab, _, arch = text.partition(":")
-    layers, _, hidden = arch.partition("x")
-    return int(vocab), int(layers), int(hidden)
+    parts = [int(x) for x in arch.split("x")]
+    layers, hidden = parts[0], parts[1]
+    return int(vocab), layers, hidden, parts[2] if len(parts) > 2 else 3 * hidden
 
 
 # --- scoring: one function for every model ---------------------------------------------------------------------
@@ -130,13 +131,12 @@ def model2vec_row(teacher: str, params: int, work: Path, sts) -> dict:
 def student_rows(runner: Runner, a: argparse.Namespace, teacher: str, train: Path, valid: Path) -> list[dict]:
     out = []
     for shape in a.shapes.split(","):
-        vocab, layers, hidden = parse_shape(shape)
-        out.append(student_row(runner, a, teacher, train, valid, vocab, layers, hidden))
+        out.append(student_row(runner, a, teacher, train, valid, *parse_shape(shape)))
     return out
 
 
 def student_row(runner: Runner, a: argparse.Namespace, teacher: str, train: Path, valid: Path, vocab: int,
-                layers: int, hidden: int) -> dict:
+                layers: int, hidden: int, ffn: int) -> dict:
     w = a.work
     tok, shards = w / f"vocab-{vocab}", w / f"shards-{vocab}-m{a.max_length}"
     student = w / f"student-{vocab}-{layers}x{hidden}"
@@ -149,7 +149,7 @@ def student_row(runner: Runner, a: argparse.Namespace, teacher: str, train: Path
         (["align", str(train), "--teacher", teacher, "--student", str(tok), "--out", str(shards), "--split", "line",
           "--max-length", str(a.max_length), "--workers", "2", "--no-progress"], shards, "align_report.json", "align"),
         (["init-student", "--teacher", teacher, "--tokenizer", str(tok), "--out", str(student), "--layers",
-          str(layers), "--hidden", str(hidden), "--heads", str(heads), "--intermediate", str(3 * hidden)],
+          str(layers), "--hidden", str(hidden), "--heads", str(heads), "--intermediate", str(ffn)],
          student, "init_report.json", "init_student"),
     ]
     for args, folder, done, name in stages:
@@ -254,8 +254,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--teacher", default=None)
-    p.add_argument("--shapes", default=SHAPES, help=f"Students as VOCAB:LAYERSxHIDDEN (default {SHAPES}).")
-    p.add_argument("--minutes", type=float, default=10.0, help="Distillation minutes per student (at most 60).")
+    p.add_argument("--shapes", default=SHAPES, help=f"Students as VOCAB:LAYERSxHIDDEN[xFFN] (default {SHAPES}).")
+    p.add_argument("--minutes", type=float, default=12.0, help="Distillation minutes per student (at most 60).")
     p.add_argument("--max-steps", type=int, default=None, help="Steps per student (overrides --minutes).")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=64)
@@ -271,7 +271,7 @@ def main() -> None:
     os.chdir(ROOT)
     teacher = teacher_path(a.teacher)
     a.sts_data = read_sts(a.data / "en" / "stsb" / "dev.tsv")
-    train, valid, counts = quality_corpus.build(a.data, a.work / "corpus")
+    train, valid, counts = shared_sentences(a.data, a.work / "corpus")
     log.info("training sentences: %s", counts)
     runner = Runner(a.work, False)
     rows = [{"model": "teacher all-MiniLM-L6-v2", "params": params_of(Path(teacher)), "minutes": None,

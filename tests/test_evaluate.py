@@ -184,6 +184,25 @@ def test_sts_matches_an_independent_computation(small_report, tiny_teacher, tiny
     assert r.student_projected == pytest.approx(spearmanr(_cos(p[:120], p[120:]), gold).statistic, abs=1e-4)
     assert r.retention == pytest.approx(r.student / r.teacher)
     assert 0.5 < r.tfidf < 1.0  # lexical overlap carries real signal on STS-B
+    # drop-in: the student's projected first sentences against the teacher's second sentences
+    assert r.cross_model == pytest.approx(spearmanr(_cos(p[:120], t[120:]), gold).statistic, abs=1e-4)
+
+
+def test_drop_in_retrieval(small_report):
+    q = small_report.retrieval
+    assert q is not None and q.k == 10 and 20 <= q.queries <= 50
+    assert all(0.0 <= x <= 1.0 for x in (q.teacher_recall, q.student_recall, q.tfidf_recall))
+    assert "## Drop-in" in (Path(small_report.out) / "report.md").read_text(encoding="utf-8")
+
+
+def test_recall_at_k_by_hand():
+    from vocabshrink.evaluate import _recall
+
+    docs = np.eye(4)
+    queries = np.array([[1.0, 0.1, 0, 0], [0, 0, 1.0, 0], [0, 0, 1.0, 0.2], [0, 0, 0.1, 1.0]])
+    # query 1 finds document 2 first and its own (1) after all the others
+    assert _recall(queries, docs, 1) == 0.75
+    assert _recall(queries, docs, 4) == 1.0
 
 
 def test_probe_on_a_separable_task_is_accurate(small_report):
@@ -232,7 +251,7 @@ def test_minilm_against_itself_and_an_independent_pipeline(tmp_path, minilm_path
     expected = spearmanr(_cos(e[:100], e[100:]), gold).statistic
     (r,) = rep.sts
     assert r.teacher == pytest.approx(expected, abs=1e-4) and r.student == r.teacher
-    assert r.retention == 1.0 and r.student_projected is None
+    assert r.retention == 1.0 and r.student_projected is None and r.cross_model == pytest.approx(r.teacher)
     assert r.teacher > 0.75  # 0.867 on the whole dev set
     assert rep.fidelity.teacher_agreement == pytest.approx(1.0)
     assert rep.fidelity.student_mlm_accuracy is None  # MiniLM ships without an MLM head

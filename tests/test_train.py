@@ -95,8 +95,10 @@ def models(tmp_path_factory, minilm_path, wordpiece_student, lines):
 
 
 def _run(models, out, **kw):
+    # explicit weights (the tests below predate the defaults; test_default_recipe checks those)
     args = dict(teacher=models["teacher"], student=models["student"], data=[models["shards"]], out=out,
-                batch_size=8, max_steps=4, lr=2e-3, warmup_steps=1, progress=False, seed=3)
+                batch_size=8, max_steps=4, lr=2e-3, warmup_steps=1, progress=False, seed=3, mlm_weight=1.0,
+                cosine_weight=0.0, sentence_weight=0.0)
     args.update(kw)
     return T.distill(**args)
 
@@ -270,6 +272,18 @@ def test_sigkill_after_a_timed_checkpoint_then_resume_gives_the_same_weights(mod
     assert len(T.list_checkpoints(tmp_path / "killed")) <= 2
 
 
+def test_default_recipe(models, tmp_path):
+    """The measured recipe (benchmarks/RESULTS.md): MSE + cosine + sentence; MLM only with a teacher MLM head."""
+    kw = dict(data=[models["shards"]], batch_size=8, max_steps=1, warmup_steps=1, progress=False)
+    bare = T.distill(teacher=models["bare"], student=models["student"], out=tmp_path / "bare", **kw)
+    assert set(bare.final_losses) == {"mse", "cosine", "sentence"} and bare.settings["mlm_weight"] == 0.0
+    mlm = T.distill(teacher=models["teacher"], student=models["student"], out=tmp_path / "mlm", **kw)
+    assert set(mlm.final_losses) == {"mlm", "mse", "cosine", "sentence"} and mlm.settings["mlm_weight"] == 1.0
+    import inspect
+
+    assert inspect.signature(T.distill).parameters["batch_size"].default == 64
+
+
 def test_checkpoints_can_be_switched_off(models, tmp_path):
     _run(models, tmp_path / "none", checkpoint_minutes=0, max_steps=2)
     assert not list((tmp_path / "none").glob("step-*")) and (tmp_path / "none" / "final").is_dir()
@@ -397,7 +411,7 @@ def test_sentence_loss_and_fitted_projection_in_a_run(models, tmp_path):
     assert "eval_sentence_cosine" in report.evaluation
     sim = _run(models, tmp_path / "similarity", mlm_weight=0.0, mse_weight=0.0, similarity_weight=1.0,
                eval_data=[models["held_out"]], eval_batches=2)
-    assert set(sim.final_losses) == {"similarity"} and sim.projection_fit is None  # no projection needed
+    assert set(sim.final_losses) == {"similarity"} and "s2_t2" in sim.projection_fit  # projected and raw spaces
     assert sim.evaluation["eval_similarity_mse"] >= 0
     desc = json.loads((out / "final" / "config.json").read_text())["vocabshrink_projection"]
     assert desc["embedding_key"] == "s2_t2"

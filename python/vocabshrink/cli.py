@@ -220,12 +220,13 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 @click.option("--mode", type=click.Choice(["split", "offsets"]), default="split", show_default=True,
               help="split: a second student pass over the teacher's split tokens; offsets: one pass, common chunks.")
 @click.option("--layer-map", default=None, help="STUDENT:TEACHER layer pairs, 0 = embeddings [default: last:last].")
-@click.option("--mlm-weight", type=NONNEG_F, default=1.0, show_default=True)
+@click.option("--mlm-weight", type=NONNEG_F, default=None,
+              help="MLM on the student's own tokens [default: 1 for a teacher with an MLM head, else 0].")
 @click.option("--mse-weight", type=NONNEG_F, default=1.0, show_default=True)
-@click.option("--cosine-weight", type=NONNEG_F, default=0.0, show_default=True)
+@click.option("--cosine-weight", type=NONNEG_F, default=1.0, show_default=True)
 @click.option("--kl-weight", type=NONNEG_F, default=0.0, show_default=True, help="Reduce-map KL (teacher needs an MLM head).")
 @click.option("--match-weight", type=NONNEG_F, default=0.0, show_default=True, help="Match KL over the shared vocabulary.")
-@click.option("--sentence-weight", type=NONNEG_F, default=0.0, show_default=True,
+@click.option("--sentence-weight", type=NONNEG_F, default=1.0, show_default=True,
               help="1 - cosine of mean-pooled last layers (sentence embeddings); for sentence-embedding teachers.")
 @click.option("--similarity-weight", type=NONNEG_F, default=0.0, show_default=True,
               help="Squared difference of the in-batch cosine-similarity matrices of the sentence embeddings.")
@@ -233,10 +234,10 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
               help="Start of the student->teacher width projection: least-squares fit on the first batches, or random.")
 @click.option("--temperature", type=POS_F, default=2.0, show_default=True)
 @click.option("--sum-probs", is_flag=True, help="Reduce map: sum the pieces' probabilities, not their logits.")
-@click.option("--batch-size", type=POS, default=32, show_default=True, help="Global batch per optimizer step.")
+@click.option("--batch-size", type=POS, default=64, show_default=True, help="Global batch per optimizer step.")
 @click.option("--grad-accum", type=POS, default=1, show_default=True)
 @click.option("--max-steps", type=POS, default=1000, show_default=True)
-@click.option("--lr", type=POS_F, default=5e-4, show_default=True)
+@click.option("--lr", type=POS_F, default=1e-3, show_default=True)
 @click.option("--weight-decay", type=NONNEG_F, default=0.01, show_default=True)
 @click.option("--warmup-steps", type=NONNEG, default=100, show_default=True)
 @click.option("--schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
@@ -368,7 +369,7 @@ def evaluate_command(**options) -> None:
 @click.option("--sts", multiple=True, type=click.Path(dir_okay=False),
               help="STS TSV to score (default: STS-B dev from $VOCABSHRINK_DATA or ../shared/data, if there).")
 @click.option("--task", "tasks", multiple=True, help="NAME=TRAIN.tsv,TEST.tsv linear-probe task; repeatable.")
-@click.option("--quick", is_flag=True, help="Reduced sizes and steps (CI): a minute or two instead of ~10.")
+@click.option("--quick", is_flag=True, help="Reduced sizes and steps (CI): a minute or two instead of ~15.")
 @click.option("--overwrite", is_flag=True, help="Redo a demo already in --out.")
 @click.option("--device", default=None, help="Device for distill and evaluate (default: cuda if present).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for every stage.")
@@ -379,7 +380,7 @@ def demo_command(**options) -> None:
 
     \b
     Example:
-      vocabshrink demo                       # ~10 minutes on 2 CPU cores
+      vocabshrink demo                       # ~15 minutes on 2 CPU cores
       vocabshrink demo --quick --out /tmp/d  # CI-sized
       vocabshrink demo --corpus my_text.txt --overwrite
     """
@@ -393,6 +394,8 @@ def demo_command(**options) -> None:
     click.echo(f"stages: {seconds}")
     click.echo(f"report: {report.stages['evaluate']}/report.md (plots beside it); "
                f"all outputs: {report.out}/demo_report.json")
+    for line in report.verdict():
+        click.echo(line)
 
 
 

@@ -10,9 +10,11 @@ has, so the demo needs no download.
 from __future__ import annotations
 
 import ast
+import csv
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import sysconfig
@@ -23,6 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .corpus import split_sentences
 from .errors import ConfigError, CorpusError
 from .files import write_atomic
 
@@ -59,10 +64,10 @@ class DemoSettings:
             return cls(corpus_chars=150_000, vocab_size=1500, max_length=64, layers=2, hidden=64, heads=4,
                        intermediate=128, batch_size=4, max_steps=4, warmup_steps=1, lr=5e-4, eval_sentences=32,
                        speed_shapes=((1, 32), (2, 32)), repeats=1, max_train=500)
-        # The model card's tiny shape (3 layers, 264 wide). Distill gets about half of the 15-minute budget on
-        # 2 CPU cores: enough to watch the losses fall, far too little for full quality (benchmarks/RESULTS.md).
-        return cls(corpus_chars=2_000_000, vocab_size=5000, max_length=128, layers=3, hidden=264, heads=12,
-                   intermediate=792, batch_size=16, max_steps=250, warmup_steps=25, lr=5e-4, eval_sentences=300,
+        # The model card's tiny shape (3 layers, 264 wide) on sentence-sized examples. Distill gets about 9 of the
+        # 15 minutes on 2 CPU cores (benchmarks/RESULTS.md, "A student worth choosing").
+        return cls(corpus_chars=3_000_000, vocab_size=5000, max_length=64, layers=3, hidden=264, heads=12,
+                   intermediate=792, batch_size=64, max_steps=1000, warmup_steps=100, lr=1e-3, eval_sentences=300,
                    speed_shapes=((1, 512), (16, 512)), repeats=3, max_train=5000)
 
 
@@ -79,6 +84,26 @@ class DemoReport:
     stages: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     evaluation: Any = None  # EvalReport
+    baselines: dict[str, Any] = field(default_factory=dict)  # what the student is compared with, on STS
+
+    def verdict(self) -> list[str]:
+        """The demo's last lines: the student against each baseline on the first STS file."""
+        if self.evaluation is None or not self.evaluation.sts:
+            return ["no STS file scored: no comparison with the baselines"]
+        r = self.evaluation.sts[0]
+        best = max(x for x in (r.student, r.student_projected) if x is not None)
+        size = self.evaluation.size["student"].params_m
+        rows = [("TF-IDF cosine", r.tfidf)]
+        m2v = self.baselines.get("model2vec")
+        if m2v:
+            rows.append((f"Model2Vec from the same teacher, {m2v['params'] / 1e6:.2f}M parameters", m2v["sts"]))
+        out = [f"student ({size:.2f}M parameters) on {r.name}: {best:.4f} "
+               f"(teacher {r.teacher:.4f}, {best / r.teacher:.1%} of it)"]
+        for name, value in rows:
+            out.append(f"  {'above' if best > value else 'NOT above'} {name}: {value:.4f} ({best - value:+.4f})")
+        if not m2v:
+            out.append(f"  Model2Vec not measured: {self.baselines.get('model2vec_note', 'not installed')}")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,7 +202,103 @@ def default_corpus(out: str | os.PathLike, max_chars: int = 3_000_000, valid_sha
     return paths
 
 
+# ----------------------------------------------------------------------------- the shared English sentences
+
+SOURCES = ("wikitext2", "sst2", "tatoeba", "agnews")
+_WIKI_FIXES = [(re.compile(r" @(.)@ "), r"\1"), (re.compile(r" ([.,;:!?)'\]])"), r"\1"), (re.compile(r"([(\[]) "), r"\1"),
+               (re.compile(r" n't\b"), "n't"), (re.compile(r"<unk>"), "")]
+
+
+def detokenize_wikitext(line: str) -> str:
+    for pattern, repl in _WIKI_FIXES:
+        line = pattern.sub(repl, line)
+    return re.sub(r"\s+", " ", line).strip()
+
+
+def _wikitext(path: Path) -> list[str]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("="):
+            continue
+        out += split_sentences(detokenize_wikitext(line))
+    return out
+
+
+def _sst2(path: Path) -> list[str]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        return [r["sentence"].strip() for r in rows if r["sentence"].strip()]
+
+
+def _lines(path: Path, sentences: bool) -> list[str]:
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [s for ln in lines for s in split_sentences(ln)] if sentences else lines
+
+
+def shared_sentences(data: Path, out: Path, sources: tuple[str, ...] = SOURCES, seed: int = 0,
+          min_chars: int = 12) -> tuple[Path, Path, dict[str, int]]:
+    """The English training text of the shared data folder (never its STS-B), one sentence a line.
+
+    WikiText-2 train (detokenized, headings dropped), SST-2 train sentences, Tatoeba and AG News, cut into
+    sentences, deduplicated and shuffled with `seed`: OUT/train.txt, plus OUT/valid.txt (WikiText-2 valid
+    sentences). Returns both paths and the sentences per source.
+    """
+    en = data / "en"
+    readers = {
+        "wikitext2": lambda: _wikitext(en / "wikitext2/train.txt"),
+        "sst2": lambda: _sst2(en / "sst2/train.tsv"),
+        "tatoeba": lambda: _lines(en / "tatoeba/sentences.txt", sentences=False),
+        "agnews": lambda: _lines(en / "agnews/news.txt", sentences=True),
+    }
+    counts, sentences = {}, []
+    for name in sources:
+        got = [s for s in readers[name]() if len(s) >= min_chars]
+        counts[name] = len(got)
+        sentences += got
+    sentences = list(dict.fromkeys(sentences))  # exact duplicates once, first occurrence kept
+    random.Random(seed).shuffle(sentences)
+    out.mkdir(parents=True, exist_ok=True)
+    train = out / "train.txt"
+    tmp = train.with_suffix(".tmp")
+    tmp.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    tmp.replace(train)
+    valid = out / "valid.txt"
+    held = [s for s in _wikitext(en / "wikitext2/valid.txt") if len(s) >= min_chars][:2000]
+    valid.write_text("\n".join(held) + "\n", encoding="utf-8")
+    counts["total (deduplicated)"] = len(sentences)
+    return train, valid, counts
+
+
+
 # ----------------------------------------------------------------------------- the pipeline
+
+
+def model2vec_baseline(teacher: str, evaluation: Any, out: Path) -> dict[str, Any]:
+    """Model2Vec from the teacher at the student's parameter count, scored on the first STS file like the student."""
+    try:
+        from model2vec.distill import distill as m2v_distill
+    except ImportError as exc:
+        return {"model2vec_note": f"model2vec[distill] is not installed ({exc}); pip install 'vocabshrink[bench]'"}
+    from .agreement import spearman
+    from .evaluate import read_sts
+
+    params = evaluation.size["student"].params_m * 1e6
+    t0 = time.perf_counter()
+    from .tokenization import load_tokenizer
+
+    # Model2Vec keeps the teacher's vocabulary less its [unusedN] slots (29,525 of MiniLM's 30,522 rows)
+    vocab = load_tokenizer(teacher).get_vocab(with_added_tokens=True)
+    rows = sum(1 for tok in vocab if not re.fullmatch(r"\[unused\d+\]", tok))
+    dims = max(2, min(round(params / rows), int(evaluation.size["teacher"].hidden)))
+    model = m2v_distill(model_name=teacher, pca_dims=dims)
+    seconds = time.perf_counter() - t0
+    model.save_pretrained(str(out))
+    a, b, gold = read_sts(evaluation.sts[0].path)
+    ea, eb = model.encode(a), model.encode(b)
+    cos = (ea * eb).sum(1) / (np.linalg.norm(ea, axis=1) * np.linalg.norm(eb, axis=1) + 1e-12)
+    return {"model2vec": {"params": int(np.prod(model.embedding.shape)), "pca_dims": dims, "seconds": round(seconds, 1),
+                          "sts": float(spearman(cos, gold)), "path": str(out)}}
 
 
 def _teacher_path(teacher: str | os.PathLike | None) -> str:
@@ -245,6 +366,12 @@ def demo(
     else:
         train, valid = default_corpus(root / "corpus", max_chars=cfg.corpus_chars)
         train_files, valid_files = [str(train)], [str(c) for c in eval_corpus] if eval_corpus else [str(valid)]
+        data = _data_dir()
+        if not quick and (data / "en" / "tatoeba" / "sentences.txt").is_file():
+            # more and more varied sentences than docstrings hold: the shared English training text (no STS-B)
+            shared, _, counts = shared_sentences(data, root / "corpus" / "shared")
+            train_files.append(str(shared))
+            log.info("demo: adding %s sentences from %s", counts, data)
     report.corpus, report.eval_corpus = train_files, valid_files
     report.seconds["corpus"] = time.perf_counter() - t0
     max_lines = 20_000 if quick and corpus else None
@@ -255,10 +382,12 @@ def demo(
     report.seconds["build-vocab"] = time.perf_counter() - t0
 
     t0 = stage("align", root / "shards")
+    # sentence-sized examples: the size of what sentence-similarity tasks score
     align(train_files, teacher=teacher_dir, student=str(root / "student-tok"), out=str(root / "shards"),
-          max_length=cfg.max_length, alignment="split", max_lines=max_lines, progress=progress)
+          max_length=cfg.max_length, alignment="split", split="sentence", max_lines=max_lines, progress=progress,
+          workers=1 if quick else 2)
     align(valid_files, teacher=teacher_dir, student=str(root / "student-tok"), out=str(root / "shards-valid"),
-          max_length=cfg.max_length, alignment="split", max_lines=2000, progress=progress)
+          max_length=cfg.max_length, alignment="split", split="sentence", max_lines=2000, progress=progress)
     report.seconds["align"] = time.perf_counter() - t0
 
     t0 = stage("init-student", root / "student-init")
@@ -270,8 +399,7 @@ def demo(
     trained = distill(teacher=teacher_dir, student=str(root / "student-init"), data=[str(root / "shards")],
                       eval_data=[str(root / "shards-valid")], out=str(root / "run"), batch_size=cfg.batch_size,
                       max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, lr=cfg.lr, max_length=cfg.max_length,
-                      # the recipe of benchmarks/RESULTS.md for a sentence-embedding teacher such as MiniLM
-                      mlm_weight=0.0, mse_weight=1.0, cosine_weight=1.0, sentence_weight=1.0,
+                      # distill's default recipe (benchmarks/RESULTS.md)
                       eval_every=max(cfg.max_steps // 5, 1), eval_batches=4, log_every=max(cfg.max_steps // 50, 1),
                       seed=seed, device=device, progress=progress)
     report.seconds["distill"] = time.perf_counter() - t0
@@ -287,5 +415,9 @@ def demo(
                                  max_train=cfg.max_train, speed_shapes=cfg.speed_shapes, repeats=cfg.repeats,
                                  warmup=1)
     report.seconds["evaluate"] = time.perf_counter() - t0
+    if report.evaluation.sts and not quick:
+        t0 = stage("model2vec", root / "model2vec")
+        report.baselines = model2vec_baseline(teacher_dir, report.evaluation, root / "model2vec")
+        report.seconds["model2vec"] = time.perf_counter() - t0
     write_atomic(root / "demo_report.json", report.to_json() + "\n")
     return report

@@ -212,11 +212,15 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
         else:
             s_sent = mean_pool(own_states[s_layer].float(), batch["student_attention_mask"])
         present = batch["teacher_attention_mask"].sum(1) > 0
-        if setup.similarity_weight > 0:  # the student's own space: similarities need no projection
-            sums["similarity"] = L.similarity_loss(s_sent, t_sent, present, reduction="sum")
+        projected = projection(s_sent, s_layer, t_layer) if projection is not None else None
+        if setup.similarity_weight > 0:
+            # the student's own space needs no projection; the projected one is what the exported model serves
+            sim = L.similarity_loss(s_sent, t_sent, present, reduction="sum")
+            if projected is not None:
+                sim = 0.5 * (sim + L.similarity_loss(projected, t_sent, present, reduction="sum"))
+            sums["similarity"] = sim
         if setup.sentence_weight > 0:
-            if projection is not None:
-                s_sent = projection(s_sent, s_layer, t_layer)
+            s_sent = projected if projected is not None else s_sent
             sums["sentence"] = L.hidden_cosine(s_sent, t_sent, present, reduction="sum")
 
     if setup.need_logits:

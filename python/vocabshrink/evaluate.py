@@ -92,6 +92,20 @@ class StsResult:
     tfidf: float
     retention: float
     retention_projected: float | None
+    # drop-in: the student's (projected) first sentences against the teacher's second sentences
+    cross_model: float | None = None
+
+
+@dataclass
+class Retrieval:
+    """Drop-in retrieval: documents indexed with the teacher, queried with the student (projected)."""
+
+    corpus: list[str]
+    queries: int
+    k: int
+    teacher_recall: float  # teacher queries against the teacher's index: the ceiling
+    student_recall: float  # student queries (projected into the teacher's space) against the teacher's index
+    tfidf_recall: float
 
 
 @dataclass
@@ -127,6 +141,7 @@ class EvalReport:
     sts: list[StsResult] = field(default_factory=list)
     tasks: list[ProbeResult] = field(default_factory=list)
     fertility: dict[str, Any] | None = None
+    retrieval: Retrieval | None = None
     plots: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     embedding_method: str = ""
@@ -192,6 +207,7 @@ class EvalReport:
                 lines.append(f"| {r.name} | {r.pairs} | {r.teacher:.4f} | {r.student:.4f} | {_fmt(r.student_projected)} "
                              f"| {r.tfidf:.4f} | {r.retention:.1%} | {_pct(r.retention_projected)} |")
             lines.append("")
+        lines += _drop_in_markdown(self)
         if self.tasks:
             lines += ["## Linear probes (logistic regression on frozen embeddings; accuracy)", "",
                       "| task | train / test | labels | teacher | student | TF-IDF baseline | retention |",
@@ -205,6 +221,23 @@ class EvalReport:
         if self.notes:
             lines += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
+
+
+def _drop_in_markdown(report: EvalReport) -> list[str]:
+    """Whether an index built with the teacher survives the swap to the student."""
+    cross = [r for r in report.sts if r.cross_model is not None]
+    if not cross and report.retrieval is None:
+        return []
+    lines = ["## Drop-in: the student beside a teacher-built index", "", "| measure | teacher | student | TF-IDF |",
+             "|---|---:|---:|---:|"]
+    for r in cross:
+        lines.append(f"| {r.name}: Spearman, student first sentences x teacher second sentences | {r.teacher:.4f} "
+                     f"| {r.cross_model:.4f} | {r.tfidf:.4f} |")
+    if report.retrieval is not None:
+        q = report.retrieval
+        lines.append(f"| recall@{q.k}: {q.queries} held-out lines, first half queries the teacher-indexed second "
+                     f"halves | {q.teacher_recall:.4f} | {q.student_recall:.4f} | {q.tfidf_recall:.4f} |")
+    return lines + [""]
 
 
 def _fmt(x: float | None) -> str:
@@ -571,10 +604,13 @@ def _sts(path: str, teacher: _Loaded, student: _Loaded, proj: Any, batch_size: i
     s = _embed(student, a + b, batch_size, device)
     t_rho = spearman(_cosine_rows(t[:n], t[n:]), gold)
     s_rho = spearman(_cosine_rows(s[:n], s[n:]), gold)
-    p_rho = None
+    p_rho = cross = None
     if proj is not None:
         p = _project(s, proj)
         p_rho = spearman(_cosine_rows(p[:n], p[n:]), gold)
+        cross = spearman(_cosine_rows(p[:n], t[n:]), gold)
+    elif s.shape[1] == t.shape[1]:  # same width, no projection: the student's raw space is meant to be the teacher's
+        cross = spearman(_cosine_rows(s[:n], t[n:]), gold)
     tfidf = TfidfVectorizer().fit(a + b)
     va, vb = tfidf.transform(a), tfidf.transform(b)
     tf_cos = np.asarray(va.multiply(vb).sum(axis=1)).ravel()  # rows are L2-normalised: the dot is the cosine
@@ -582,7 +618,39 @@ def _sts(path: str, teacher: _Loaded, student: _Loaded, proj: Any, batch_size: i
     return StsResult(Path(path).stem if Path(path).stem not in ("dev", "test", "train") else
                      f"{Path(path).parent.name}/{Path(path).stem}", str(path), n, t_rho, s_rho, p_rho, tf_rho,
                      s_rho / t_rho if t_rho else float("nan"),
-                     None if p_rho is None else (p_rho / t_rho if t_rho else float("nan")))
+                     None if p_rho is None else (p_rho / t_rho if t_rho else float("nan")), cross)
+
+
+def _retrieval(corpus: list[str], teacher: _Loaded, student: _Loaded, proj: Any, sentences: Sequence[str],
+               batch_size: int, device: Any, k: int = 10) -> Retrieval | None:
+    """recall@k of teacher-indexed second halves of held-out lines, queried by their first halves."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    halves = [(" ".join(w[: len(w) // 2]), " ".join(w[len(w) // 2:])) for w in (x.split() for x in sentences)
+              if len(w) >= 8]
+    if len(halves) < 20:
+        return None
+    queries, docs = [q for q, _ in halves], [d for _, d in halves]
+    index = _embed(teacher, docs, batch_size, device)
+    student_q = _embed(student, queries, batch_size, device)
+    if proj is not None:
+        student_q = _project(student_q, proj)
+    elif student_q.shape[1] != index.shape[1]:
+        return None
+    tfidf = TfidfVectorizer().fit(queries + docs)
+    return Retrieval(corpus, len(halves), k, _recall(_embed(teacher, queries, batch_size, device), index, k),
+                     _recall(student_q, index, k),
+                     _recall(tfidf.transform(queries).toarray(), tfidf.transform(docs).toarray(), k))
+
+
+def _recall(queries: np.ndarray, docs: np.ndarray, k: int) -> float:
+    """Share of queries i whose document i is among the k most cosine-similar documents."""
+    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    d = docs / np.maximum(np.linalg.norm(docs, axis=1, keepdims=True), 1e-12)
+    scores = q @ d.T
+    own = np.diagonal(scores)
+    rank = (scores > own[:, None]).sum(axis=1)  # documents strictly closer than the right one
+    return float((rank < k).mean())
 
 
 def _probe(name: str, train: str, test: str, teacher: _Loaded, student: _Loaded, batch_size: int, device: Any,
@@ -904,6 +972,10 @@ def evaluate(
                                    _agreement(t, s, sentences, batch_size, dev), acc, masked, t_acc)
         if not shards:
             report.fertility = _fertility(t, s, sentences)
+        report.retrieval = _retrieval([str(c) for c in corpus], t, s, proj, sentences, batch_size, dev)
+        if report.retrieval is None:
+            notes.append("drop-in retrieval not measured: fewer than 20 held-out lines of 8+ words, or the student "
+                         "has neither a projection nor the teacher's width")
     if shards:
         report.fertility = _shard_fertility(shards)
 

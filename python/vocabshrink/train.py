@@ -189,6 +189,15 @@ def _collate(collate: Any, dataset: Any, indices: np.ndarray, epoch: int) -> dic
 # --- models ------------------------------------------------------------------------------------------------------
 
 
+def _has_mlm_head(teacher: Path) -> bool:
+    """Whether the teacher's config names an architecture with an MLM head (read without loading the model)."""
+    try:
+        archs = json.loads((teacher / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(str(a).endswith(("ForMaskedLM", "ForPreTraining")) for a in archs)
+
+
 def _load_teacher(teacher: str | Path, need_logits: bool, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
@@ -429,20 +438,20 @@ def distill(
     eval_data: Sequence[str | Path] | None = None,
     mode: str = "split",
     layer_map: str | Sequence[tuple[int, int]] | None = None,
-    mlm_weight: float = 1.0,
+    mlm_weight: float | None = None,
     mse_weight: float = 1.0,
-    cosine_weight: float = 0.0,
+    cosine_weight: float = 1.0,
     kl_weight: float = 0.0,
     match_weight: float = 0.0,
-    sentence_weight: float = 0.0,
+    sentence_weight: float = 1.0,
     similarity_weight: float = 0.0,
     projection_init: str = "fit",
     temperature: float = 2.0,
     sum_probs: bool = False,
-    batch_size: int = 32,
+    batch_size: int = 64,
     grad_accum: int = 1,
     max_steps: int = 1000,
-    lr: float = 5e-4,
+    lr: float = 1e-3,
     weight_decay: float = 0.01,
     warmup_steps: int = 100,
     schedule: str = "linear",
@@ -481,6 +490,8 @@ def distill(
         raise ConfigError(f"--schedule must be 'linear' or 'cosine', got {schedule!r}")
     if projection_init not in ("fit", "random"):
         raise ConfigError(f"--projection-init must be 'fit' or 'random', got {projection_init!r}")
+    if mlm_weight is None:  # the MLM loss trains the student's head against labels: only worth it with a teacher head
+        mlm_weight = settings["mlm_weight"] = 1.0 if _has_mlm_head(teacher_path) else 0.0
     weights = dict(mlm=mlm_weight, mse=mse_weight, cosine=cosine_weight, kl=kl_weight, match=match_weight,
                    sentence=sentence_weight, similarity=similarity_weight)
     if not all(w >= 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
@@ -532,9 +543,10 @@ def distill(
     s_width, t_width = int(s_model.config.hidden_size), int(t_model.config.hidden_size)
     sentence_pair = (num_layers(s_model), num_layers(t_model))
     projection = None
-    if s_width != t_width and (mse_weight > 0 or cosine_weight > 0 or sentence_weight > 0):
+    sentences = sentence_weight > 0 or similarity_weight > 0
+    if s_width != t_width and (mse_weight > 0 or cosine_weight > 0 or sentences):
         torch.manual_seed(seed)
-        proj_pairs = pairs if sentence_weight == 0 or sentence_pair in pairs else [*pairs, sentence_pair]
+        proj_pairs = pairs if not sentences or sentence_pair in pairs else [*pairs, sentence_pair]
         projection = L.HiddenProjection(s_width, t_width, proj_pairs).to(dev)
     reduce_map = shared = None
     if need_logits:
