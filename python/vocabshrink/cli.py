@@ -269,10 +269,10 @@ def distill_cmd(**kwargs) -> None:
 
     \b
     Example:
+      # the defaults are the measured recipe (MSE + cosine + sentence; MLM only for a teacher with an MLM head)
       vocabshrink distill --teacher minilm --student student --data shards --eval-data held-out \\
-          --out run --mse-weight 1 --cosine-weight 1 --max-steps 2000 --checkpoint-every 500
-      # a sentence-embedding teacher without an MLM head (benchmarks/RESULTS.md):
-      vocabshrink distill ... --mlm-weight 0 --mse-weight 1 --cosine-weight 1 --sentence-weight 1
+          --out run --max-steps 2000
+      vocabshrink distill ... --resume         # after an interruption: from the newest step-N/
       torchrun --nproc-per-node 2 -m vocabshrink.cli distill ...   (same options)
     """
     from .train import distill
