@@ -252,7 +252,7 @@ def test_sigkill_after_a_timed_checkpoint_then_resume_gives_the_same_weights(mod
     assert straight.settings["checkpoint_minutes"] == 10.0
     args = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=[str(models["shards"])],
                 out=str(tmp_path / "killed"), batch_size=8, lr=2e-3, warmup_steps=1, progress=False, seed=3,
-                checkpoint_minutes=1e-6, **kw)  # a checkpoint after every step
+                checkpoint_minutes=1e-6, mlm_weight=1.0, sentence_weight=0.0, **kw)  # a checkpoint after every step
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, json.dumps(args)], env=dict(os.environ, HF_HUB_OFFLINE="1"))
     deadline = time.time() + 120
     while not list((tmp_path / "killed").glob("step-*/trainer_state.json")) and time.time() < deadline:
