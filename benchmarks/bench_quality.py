@@ -63,11 +63,10 @@ def read_sts(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 def spearman_of(encode, a: list[str], b: list[str], gold: np.ndarray) -> float:
     """Spearman of gold against the cosine of the two sides' embeddings."""
     from vocabshrink.agreement import spearman
+    from vocabshrink.evaluate import _cosine_rows
 
-    ea, eb = np.asarray(encode(a), dtype=np.float64), np.asarray(encode(b), dtype=np.float64)
-    ea /= np.maximum(np.linalg.norm(ea, axis=1, keepdims=True), 1e-12)
-    eb /= np.maximum(np.linalg.norm(eb, axis=1, keepdims=True), 1e-12)
-    return float(spearman((ea * eb).sum(1), gold))
+    return float(spearman(_cosine_rows(np.asarray(encode(a), dtype=np.float64),
+                                       np.asarray(encode(b), dtype=np.float64)), gold))
 
 
 def encoder_of(model_dir: str | Path, project: bool = False):
@@ -99,11 +98,9 @@ def tfidf_score(a: list[str], b: list[str], gold: np.ndarray) -> float:
 
 
 def params_of(model_dir: Path) -> int:
-    from safetensors import safe_open
+    from vocabshrink.export import param_count
 
-    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
-        # the encoder alone: an MLM head (and its decoder) is not part of the sentence encoder
-        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys() if not k.startswith("cls."))
+    return param_count(Path(model_dir) / "model.safetensors")
 
 
 # --- the rows --------------------------------------------------------------------------------------------------

@@ -210,6 +210,7 @@ _WIKI_FIXES = [(re.compile(r" @(.)@ "), r"\1"), (re.compile(r" ([.,;:!?)'\]])"),
 
 
 def detokenize_wikitext(line: str) -> str:
+    """Undo WikiText's tokenized spacing (" @-@ ", " , ", "<unk>")."""
     for pattern, repl in _WIKI_FIXES:
         line = pattern.sub(repl, line)
     return re.sub(r"\s+", " ", line).strip()
@@ -237,7 +238,7 @@ def _lines(path: Path, sentences: bool) -> list[str]:
 
 
 def shared_sentences(data: Path, out: Path, sources: tuple[str, ...] = SOURCES, seed: int = 0,
-          min_chars: int = 12) -> tuple[Path, Path, dict[str, int]]:
+                     min_chars: int = 12) -> tuple[Path, Path, dict[str, int]]:
     """The English training text of the shared data folder (never its STS-B), one sentence a line.
 
     WikiText-2 train (detokenized, headings dropped), SST-2 train sentences, Tatoeba and AG News, cut into
@@ -258,14 +259,10 @@ def shared_sentences(data: Path, out: Path, sources: tuple[str, ...] = SOURCES, 
         sentences += got
     sentences = list(dict.fromkeys(sentences))  # exact duplicates once, first occurrence kept
     random.Random(seed).shuffle(sentences)
-    out.mkdir(parents=True, exist_ok=True)
-    train = out / "train.txt"
-    tmp = train.with_suffix(".tmp")
-    tmp.write_text("\n".join(sentences) + "\n", encoding="utf-8")
-    tmp.replace(train)
-    valid = out / "valid.txt"
+    train, valid = out / "train.txt", out / "valid.txt"
+    write_atomic(train, "\n".join(sentences) + "\n")
     held = [s for s in _wikitext(en / "wikitext2/valid.txt") if len(s) >= min_chars][:2000]
-    valid.write_text("\n".join(held) + "\n", encoding="utf-8")
+    write_atomic(valid, "\n".join(held) + "\n")
     counts["total (deduplicated)"] = len(sentences)
     return train, valid, counts
 
@@ -281,12 +278,11 @@ def model2vec_baseline(teacher: str, evaluation: Any, out: Path) -> dict[str, An
     except ImportError as exc:
         return {"model2vec_note": f"model2vec[distill] is not installed ({exc}); pip install 'vocabshrink[bench]'"}
     from .agreement import spearman
-    from .evaluate import read_sts
+    from .evaluate import _cosine_rows, read_sts
+    from .tokenization import load_tokenizer
 
     params = evaluation.size["student"].params_m * 1e6
     t0 = time.perf_counter()
-    from .tokenization import load_tokenizer
-
     # Model2Vec keeps the teacher's vocabulary less its [unusedN] slots (29,525 of MiniLM's 30,522 rows)
     vocab = load_tokenizer(teacher).get_vocab(with_added_tokens=True)
     rows = sum(1 for tok in vocab if not re.fullmatch(r"\[unused\d+\]", tok))
@@ -295,8 +291,7 @@ def model2vec_baseline(teacher: str, evaluation: Any, out: Path) -> dict[str, An
     seconds = time.perf_counter() - t0
     model.save_pretrained(str(out))
     a, b, gold = read_sts(evaluation.sts[0].path)
-    ea, eb = model.encode(a), model.encode(b)
-    cos = (ea * eb).sum(1) / (np.linalg.norm(ea, axis=1) * np.linalg.norm(eb, axis=1) + 1e-12)
+    cos = _cosine_rows(model.encode(a), model.encode(b))
     return {"model2vec": {"params": int(np.prod(model.embedding.shape)), "pca_dims": dims, "seconds": round(seconds, 1),
                           "sts": float(spearman(cos, gold)), "path": str(out)}}
 

@@ -123,7 +123,7 @@ def model_card(folder: Path, *, teacher: Path | None, base_model: str, command: 
     lines += ["language:"] + [f"- {x}" for x in (lang if isinstance(lang, list) else [lang])]
     lines += ["tags:", "- sentence-transformers", "- feature-extraction", "- distillation", "- vocabshrink", "---", ""]
     config = _read_json(folder / "config.json")
-    params = _param_count(folder / "model.safetensors")
+    params = param_count(folder / "model.safetensors")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     title = title or folder.name
     lines += [f"# {title}: a distilled, reduced-vocabulary student of {base_model}", "",
@@ -149,7 +149,8 @@ def model_card(folder: Path, *, teacher: Path | None, base_model: str, command: 
     return "\n".join(lines)
 
 
-def _param_count(path: Path) -> int:
+def param_count(path: Path) -> int:
+    """Parameters of the encoder in a model.safetensors (an MLM head's `cls.*` left out)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "np") as f:
@@ -238,7 +239,7 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str | 
         shutil.rmtree(out)
     os.replace(tmp, out)
     files = {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
-    return ExportReport(str(run), name, str(out), modules, _param_count(out / "model.safetensors"), files)
+    return ExportReport(str(run), name, str(out), modules, param_count(out / "model.safetensors"), files)
 
 
 def _training_from_state(saved: dict[int, Path]) -> dict | None:

@@ -39,8 +39,8 @@ from safetensors.numpy import save as st_save
 from . import _core
 from .corpus import iter_documents, resolve_paths
 from .errors import ConfigError, CorpusError, ShardError
-from .progress import progress_bar
 from .files import sha256_file, write_atomic, write_json_atomic
+from .progress import progress_bar
 from .tokenization import TokenizerLike, fingerprint, load_tokenizer, read_config, special_ids
 
 log = logging.getLogger(__name__)

@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 PROJECTION_FIT_BATCHES = 4  # global batches for the least-squares start of the projection
 # Settings that must not change when a run is resumed (the others, e.g. max_steps, may).
 _RESUME_FIXED = ("mode", "layer_map", "batch_size", "grad_accum", "seed", "mlm_probability", "max_length",
-                 "mlm_weight", "mse_weight", "cosine_weight", "kl_weight", "match_weight", "sentence_weight", "similarity_weight", "temperature",
-                 "sum_probs",
+                 "mlm_weight", "mse_weight", "cosine_weight", "kl_weight", "match_weight", "sentence_weight",
+                 "similarity_weight", "temperature", "sum_probs",
                  "lr", "weight_decay", "warmup_steps", "schedule", "world_size")
 
 

@@ -29,6 +29,7 @@ from tokenizers import Tokenizer, pre_tokenizers, trainers
 from .corpus import iter_line_blocks, iter_lines, resolve_paths
 from .errors import ConfigError, CorpusError, TokenizerError
 from .files import write_atomic
+from .progress import progress_bar
 from .tokenization import (
     METASPACE,
     UNUSED_SLOT,
@@ -192,13 +193,6 @@ def _load_teacher(teacher: TokenizerLike) -> _Teacher:
 # ---------------------------------------------------------------- corpus passes
 
 
-def _bar(progress: bool, **kwargs: Any) -> Any:
-    """A progress bar (vocabshrink.progress): tqdm on a terminal, plain lines in a log, nothing when off."""
-    from .progress import progress_bar
-
-    return progress_bar(progress, **kwargs)
-
-
 @dataclass
 class _Scan:
     lines: int
@@ -209,7 +203,7 @@ def _scan(sources: list[str], read: dict, progress: bool, what: str) -> _Scan:
     """Pass 1: count non-blank lines and raw characters (memory bounded by the character set and one block)."""
     counts = np.zeros(256, dtype=np.int64)  # by code point, grown on demand
     n = 0
-    with _bar(progress, desc="reading corpus", unit=" lines", leave=False) as bar:
+    with progress_bar(progress, desc="reading corpus", unit=" lines", leave=False) as bar:
         for block in iter_line_blocks(sources, **read):
             kept = [line for line in block if line.strip()]
             if kept:
@@ -265,7 +259,7 @@ def _train_stream(sources: list[str], read: dict, held: set[int], sample_every: 
     """
     buf: list[str] = []
     i = 0
-    with _bar(progress, total=total, desc="training", unit=" lines", leave=False) as bar:
+    with progress_bar(progress, total=total, desc="training", unit=" lines", leave=False) as bar:
         for line in iter_lines(sources, **read):
             if not line.strip():
                 continue
