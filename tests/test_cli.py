@@ -80,8 +80,32 @@ def test_bad_values_are_refused_before_anything_heavy_loads():
     ({"mse_weight": float("nan")}, "loss weights"),
 ])
 def test_distill_function_checks_options_before_loading(tmp_path, kw, match):
-    from vocabshrink.train import distill
+    from vocabshrink.stages.distill import distill
 
     with pytest.raises(ConfigError, match=match):  # the models do not exist: nothing was loaded
         distill(teacher=tmp_path / "no-teacher", student=tmp_path / "no-student", data=[tmp_path / "no-data"],
                 out=tmp_path / "run", **kw)
+
+
+def test_distill_options_and_the_cli_agree():
+    """A distill option is a DistillOptions field and a click option, with the same default."""
+    import dataclasses
+
+    from vocabshrink.cli import cli
+    from vocabshrink.stages.distill import DistillOptions
+
+    command = cli.commands["distill"]
+    def unset(value):  # click's marker for "no default" (a flag off, a repeatable option empty)
+        return value is None or value == () or type(value).__name__ == "Sentinel"
+
+    flags = {p.name for p in command.params if getattr(p, "is_flag", False)}
+    click_defaults = {p.name: (False if p.name in flags and unset(p.default) else p.default) for p in command.params}
+    fields = {f.name: f.default for f in dataclasses.fields(DistillOptions)}
+    assert set(click_defaults) == set(fields)
+    for name, default in fields.items():
+        if default is dataclasses.MISSING:
+            continue
+        cli_default = click_defaults[name]
+        if unset(cli_default):
+            cli_default = None
+        assert cli_default == default, (name, cli_default, default)

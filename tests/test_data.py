@@ -17,7 +17,7 @@ from vocabshrink.aligner import Aligner, ChunkAlignment, TorchAlignment
 from vocabshrink.data import Collator, LengthGroupedSampler, ShardDataset
 from vocabshrink.errors import ConfigError, ShardError
 from vocabshrink.losses import chunk_mean, span_mean
-from vocabshrink.shards import MANIFEST, align
+from vocabshrink.stages.align import MANIFEST, align
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ def test_rejects_a_truncated_shard(data_env, tmp_path):
 def test_rejects_a_structurally_wrong_shard_even_with_a_matching_hash(data_env, tmp_path):
     from safetensors.numpy import load_file, save
 
-    from vocabshrink.shards import sha256_file
+    from vocabshrink.stages.align import sha256_file
 
     copy = damaged_copy(data_env, tmp_path)
     shard = copy / "shard-00000.safetensors"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from pathlib import Path
@@ -11,19 +10,8 @@ import pytest
 
 from vocabshrink.errors import ConfigError, CorpusError
 
-STAGE_MODULES = ("vocab", "shards", "student", "train", "evaluate")
-
-
-def _require_stages() -> None:
-    for name in STAGE_MODULES:
-        try:
-            importlib.import_module(f"vocabshrink.{name}")
-        except ImportError as exc:
-            pytest.skip(f"stage module vocabshrink.{name} is missing ({exc}); the demo needs every stage")
-
-
 def test_default_corpus_is_deterministic_and_held_out(tmp_path):
-    from vocabshrink.demo import default_corpus
+    from vocabshrink.stages.demo import default_corpus
 
     train, valid = default_corpus(tmp_path / "a", max_chars=60_000)
     again = default_corpus(tmp_path / "b", max_chars=60_000)
@@ -37,7 +25,7 @@ def test_default_corpus_is_deterministic_and_held_out(tmp_path):
 
 
 def test_default_corpus_without_sources(tmp_path, monkeypatch):
-    import vocabshrink.demo as demo_mod
+    import vocabshrink.stages.demo as demo_mod
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -48,8 +36,7 @@ def test_default_corpus_without_sources(tmp_path, monkeypatch):
 
 
 def test_demo_refuses_an_earlier_run_and_a_missing_teacher(tmp_path):
-    _require_stages()
-    from vocabshrink.demo import demo
+    from vocabshrink.stages.demo import demo
 
     (tmp_path / "d" / "run").mkdir(parents=True)
     with pytest.raises(ConfigError, match="--overwrite"):
@@ -60,7 +47,6 @@ def test_demo_refuses_an_earlier_run_and_a_missing_teacher(tmp_path):
 
 def test_demo_quick_end_to_end(tmp_path, minilm_path):
     """build-vocab -> align -> init-student -> distill -> evaluate on the docstring corpus, via the CLI."""
-    _require_stages()
     import torch
     from click.testing import CliRunner
 

@@ -21,7 +21,7 @@ from transformers import AutoModel, BertConfig, BertForMaskedLM, BertModel  # no
 
 from vocabshrink.cli import cli  # noqa: E402
 from vocabshrink.errors import ConfigError, CorpusError, ModelError  # noqa: E402
-from vocabshrink.evaluate import (  # noqa: E402
+from vocabshrink.stages.evaluate import (  # noqa: E402
     EvalReport,
     evaluate,
     parse_task,
@@ -196,7 +196,7 @@ def test_drop_in_retrieval(small_report):
 
 
 def test_recall_at_k_by_hand():
-    from vocabshrink.evaluate import _recall
+    from vocabshrink.stages.evaluate import _recall
 
     docs = np.eye(4)
     queries = np.array([[1.0, 0.1, 0, 0], [0, 0, 1.0, 0], [0, 0, 1.0, 0.2], [0, 0, 0.1, 1.0]])

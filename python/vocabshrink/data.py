@@ -10,10 +10,8 @@ data and offset-chunk data).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,82 +22,16 @@ import torch
 from . import _core
 from .aligner import Aligner, AlignmentBuffers, ChunkAlignment, SplitTable
 from .errors import ConfigError, ShardError
-from .files import sha256_file
-from .shards import COUNTS, FORMAT, FORMAT_VERSION, MANIFEST, TABLE
+from .shards import COUNTS, MANIFEST, TABLE, check_file, memmap_safetensors, read_manifest
 from .tokenization import TokenizerLike, fingerprint, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"I32": np.int32, "I64": np.int64, "F32": np.float32, "BOOL": np.bool_, "U8": np.uint8}
 _REQUIRED = {
     "teacher_ids": np.int32, "teacher_offsets": np.int64, "student_ids": np.int32, "student_offsets": np.int64,
     "doc_index": np.int64, "char_span": np.int64,
 }
 _CHUNKS = {"teacher_chunk_ends": np.int32, "student_chunk_ends": np.int32, "chunk_offsets": np.int64}
-
-
-def read_safetensors_header(path: Path) -> tuple[int, dict]:
-    """(data start, header) of a safetensors file; ShardError when it is not one."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ShardError(f"{path}: truncated (no safetensors header); rerun `vocabshrink align` to rewrite it")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, 100_000_000):
-            raise ShardError(f"{path}: corrupt safetensors header; rerun `vocabshrink align` to rewrite it")
-        try:
-            header = json.loads(fh.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ShardError(f"{path}: corrupt safetensors header; rerun `vocabshrink align` to rewrite it") from None
-    return 8 + n, header
-
-
-def memmap_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of a safetensors file as a read-only memory map (nothing is read until used)."""
-    start, header = read_safetensors_header(path)
-    size = path.stat().st_size
-    out: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = np.dtype(_DTYPES[info["dtype"]])
-            shape = tuple(int(x) for x in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise ShardError(f"{path}: tensor {name!r} has an unsupported or malformed entry") from None
-        count = int(np.prod(shape, dtype=np.int64))
-        if end - begin != count * dtype.itemsize or start + end > size or begin < 0:
-            raise ShardError(f"{path}: tensor {name!r} does not fit the file (truncated or corrupt); "
-                             "rerun `vocabshrink align` to rewrite it")
-        if count == 0:
-            out[name] = np.zeros(shape, dtype)
-        else:
-            out[name] = np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=shape)
-    return out
-
-
-def _manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    if not folder.is_dir():
-        raise ShardError(f"{folder}: no such shard folder; make one with `vocabshrink align`")
-    if not path.exists():
-        raise ShardError(f"{path}: missing; this is not a finished `vocabshrink align` output "
-                         "(rerun align on it with the same settings)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ShardError(f"{path}: not valid JSON ({exc}); rerun `vocabshrink align`") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ShardError(f"{path}: not a vocabshrink shard manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ShardError(f"{path}: format version {manifest.get('format_version')}, this vocabshrink reads "
-                         f"{FORMAT_VERSION}; rerun `vocabshrink align` with this version")
-    if not manifest.get("complete"):
-        raise ShardError(f"{path}: the align run that writes this folder did not finish; "
-                         "rerun the same `vocabshrink align` command to resume it")
-    return manifest
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -129,7 +61,7 @@ class ShardDataset(torch.utils.data.Dataset):
         t_fp = fingerprint(load_tokenizer(teacher_tokenizer))
         s_fp = fingerprint(load_tokenizer(student_tokenizer))
         self.folders = folders
-        self.manifests = [_manifest(f) for f in folders]
+        self.manifests = [read_manifest(f) for f in folders]
         first = self.manifests[0]
         parts: set[tuple[int, int]] = set()
         for folder, m in zip(folders, self.manifests):
@@ -163,11 +95,11 @@ class ShardDataset(torch.utils.data.Dataset):
         self._files: list[Path] = []
         counts = []
         for folder, m in zip(folders, self.manifests):
-            self._check_file(folder / TABLE, m["table"]["sha256"], None, verify)
-            self._check_file(folder / COUNTS, m["counts"]["sha256"], None, verify)
+            check_file(folder / TABLE, m["table"]["sha256"], None, verify)
+            check_file(folder / COUNTS, m["counts"]["sha256"], None, verify)
             for entry in m["shards"]:
                 path = folder / entry["file"]
-                self._check_file(path, entry["sha256"], entry["bytes"], verify)
+                check_file(path, entry["sha256"], entry["bytes"], verify)
                 self._files.append(path)
                 counts.append(int(entry["examples"]))
         self._starts = np.zeros(len(counts) + 1, dtype=np.int64)
@@ -178,17 +110,6 @@ class ShardDataset(torch.utils.data.Dataset):
         self._lengths: dict[str, np.ndarray] = {}
 
     # ---- integrity
-
-    @staticmethod
-    def _check_file(path: Path, sha: str, size: int | None, verify: str) -> None:
-        if not path.exists():
-            raise ShardError(f"{path}: missing; rerun `vocabshrink align` on its folder to rewrite it")
-        if size is not None and path.stat().st_size != size:
-            raise ShardError(f"{path}: {path.stat().st_size} bytes, the manifest says {size} (truncated or "
-                             "replaced); rerun `vocabshrink align` on its folder to rewrite it")
-        if verify == "sha256" and sha256_file(path) != sha:
-            raise ShardError(f"{path}: sha256 differs from the manifest (the file is corrupt or was changed); "
-                             "rerun `vocabshrink align` on its folder to rewrite it")
 
     def _check_structure(self, path: Path, arrays: dict[str, np.ndarray], examples: int) -> None:
         def bad(why: str) -> ShardError:

@@ -80,7 +80,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, CorpusError, ModelError, TokenizerError
+from ..errors import ConfigError, CorpusError, ModelError, TokenizerError
+from ..models import WEIGHT_FILES
 
 if TYPE_CHECKING:
     import torch
@@ -98,8 +99,6 @@ REDUCTIONS = ("pca", "truncate")
 LAYER_INITS = ("select", "average", "random")
 # Fallback rows: mean teacher row + noise of this many per-dimension standard deviations.
 FALLBACK_NOISE = 0.1
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-                "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json")
 
@@ -157,17 +156,14 @@ def _family(model_type: str) -> str:
 
 def load_teacher(teacher: str | os.PathLike, *, trust_remote_code: bool = False) -> tuple[Any, TeacherWeights]:
     """Load a local teacher directory -> (the transformers model, its weights under canonical names)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+    from ..models import load_model, read_config
 
     path = Path(teacher)
     if not path.is_dir():
         raise ModelError(f"{path}: no such model directory; pass a Hugging Face model directory with config.json")
     if not (path / "config.json").exists():
         raise ModelError(f"{path}: config.json is missing; pass a Hugging Face model directory")
-    try:
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, JSON errors...
-        raise ModelError(f"{path / 'config.json'}: cannot read the model configuration ({exc})") from exc
+    config = read_config(path, trust_remote_code=trust_remote_code)
     arch = (getattr(config, "architectures", None) or [type(config).__name__.replace("Config", "Model")])[0]
     model_type = getattr(config, "model_type", "?")
     if model_type not in SUPPORTED_TYPES:
@@ -180,12 +176,8 @@ def load_teacher(teacher: str | os.PathLike, *, trust_remote_code: bool = False)
                          "(the student uses absolute position embeddings)")
     if not any((path / f).exists() for f in WEIGHT_FILES):
         raise ModelError(f"{path}: no model weights (model.safetensors or pytorch_model.bin) found")
-    loader = AutoModelForMaskedLM if arch.endswith("ForMaskedLM") else AutoModel
-    try:
-        model = loader.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot load the teacher's weights ({exc})") from exc
-    model.eval()
+    model = load_model(path, head="mlm" if arch.endswith("ForMaskedLM") else "base",
+                       trust_remote_code=trust_remote_code)
     return model, _canonical(model, _family(model_type), arch)
 
 
@@ -292,9 +284,9 @@ def build_token_map(
     teacher_config: dict | None = None,
 ) -> TokenMap:
     """Classify and split every student token over the teacher's vocabulary (see the module docstring)."""
-    from . import _core
-    from .aligner import Aligner, _role_map
-    from .tokenization import UNUSED_SLOT, special_ids
+    from .. import _core
+    from ..aligner import Aligner, _role_map
+    from ..tokenization import UNUSED_SLOT, special_ids
 
     # The aligner splits its first tokenizer into the second's pieces: here student -> teacher.
     al = Aligner(student, teacher, teacher_config=student_config, student_config=teacher_config)
@@ -347,7 +339,7 @@ def build_token_map(
 def _resplit_normalized(al: Any, teacher: "Tokenizer", sids: list[int], kinds: np.ndarray, offsets: np.ndarray,
                         ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split the surfaces of `sids`, normalised as the teacher normalises text; found splits become subword means."""
-    from . import _core
+    from .. import _core
 
     scheme = al.teacher_scheme  # the student's scheme (the aligner runs student -> teacher)
     found: dict[int, list[int]] = {}
@@ -671,7 +663,7 @@ def _commit_out(tmp: Path, out: Path) -> None:
 
 
 def _copy_tokenizer(source: Path, dest: Path, roles: dict[str, int], tok: "Tokenizer", max_length: int) -> None:
-    from .tokenization import read_config
+    from ..tokenization import read_config
 
     if source.is_dir():
         for name in TOKENIZER_FILES:
@@ -691,7 +683,7 @@ def _copy_tokenizer(source: Path, dest: Path, roles: dict[str, int], tok: "Token
 
 
 def _read_sentences(eval_corpus: Any, limit: int) -> list[str]:
-    from .corpus import iter_lines
+    from ..corpus import iter_lines
 
     sources = [eval_corpus] if isinstance(eval_corpus, (str, os.PathLike)) else list(eval_corpus)
     sentences = []
@@ -732,9 +724,9 @@ def init_student(
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    from .agreement import agreement as measure_agreement
-    from .agreement import embed
-    from .tokenization import load_tokenizer, read_config, special_tokens
+    from ..agreement import agreement as measure_agreement
+    from ..agreement import embed
+    from ..tokenization import load_tokenizer, read_config, special_tokens
 
     started = time.perf_counter()
     for name, value, allowed in (("embedding_init", embedding_init, EMBEDDING_INITS),

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np
 
-from .data import ShardDataset, _manifest
-from .errors import ShardError
-from .shards import STUDENT_TOKENIZER, TEACHER_TOKENIZER
-from .tokenization import fingerprint, load_tokenizer, vocab_list
+from ..data import ShardDataset
+from ..errors import ShardError
+from ..shards import STUDENT_TOKENIZER, TEACHER_TOKENIZER, read_manifest
+from ..tokenization import fingerprint, load_tokenizer, vocab_list
 
 FERTILITY_BUCKETS = ("1", "2", "3", "4", "5", "6+")
 
@@ -94,7 +94,7 @@ def audit(
     folders = [Path(dirs)] if isinstance(dirs, (str, os.PathLike)) else [Path(d) for d in dirs]
     if not folders:
         raise ShardError("no shard folder given")
-    first = _manifest(folders[0])
+    first = read_manifest(folders[0])
     toks = []
     for name, side in ((TEACHER_TOKENIZER, "teacher"), (STUDENT_TOKENIZER, "student")):
         path = folders[0] / name

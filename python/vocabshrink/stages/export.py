@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, ModelError
-from .files import sha256_file, write_atomic, write_json_atomic
+from ..errors import ConfigError, ModelError
+from ..files import sha256_file, write_atomic, write_json_atomic
 
 MEAN_POOLING = {"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
                 "pooling_mode_mean_sqrt_len_tokens": False}
@@ -205,7 +205,7 @@ class ExportReport:
 def export(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str | None = None,
            overwrite: bool = False) -> ExportReport:
     """Write the student of a distill run (its final/ folder, or `checkpoint` like "step-500") to `out`."""
-    from .checkpoints import list_checkpoints
+    from .distill.checkpoints import list_checkpoints
 
     run, out = Path(run), Path(out)
     if not run.is_dir():
@@ -257,14 +257,14 @@ def _checkpoint_folder(run: Path, ckpt: Path, training: dict | None) -> Path:
     import torch
     from safetensors.torch import load_file, load_model
 
-    from . import losses as L
-    from .train import _load_student, export_student
+    from .. import losses as L
+    from ..models import load_student
 
     student_dir = Path(training["student"]) if training and training.get("student") else None
     if student_dir is None or not student_dir.is_dir():
         raise ConfigError(f"{ckpt}: the run's student folder {student_dir} is gone; export needs its config and "
                           "tokenizer")
-    model = _load_student(student_dir, torch.device("cpu"))
+    model = load_student(student_dir, torch.device("cpu"))
     load_model(model, str(ckpt / "model.safetensors"), strict=False)
     projection = None
     if (ckpt / "projection.safetensors").is_file():
@@ -276,3 +276,46 @@ def _checkpoint_folder(run: Path, ckpt: Path, training: dict | None) -> Path:
     folder = run / f".tmp-export-{ckpt.name}"
     export_student(model, projection, student_dir, folder)
     return folder
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                    "added_tokens.json")
+
+
+def export_student(student: Any, projection: Any, student_dir: Path, final: Path) -> str | None:
+    """The student as a Hugging Face directory (+ projection.safetensors, described in config.json), atomically."""
+    from safetensors.torch import save_file
+
+    tmp = final.parent / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if projection is not None:
+        student.config.vocabshrink_projection = _projection_entry(student, projection)
+    student.save_pretrained(tmp, safe_serialization=True)
+    for name in _TOKENIZER_FILES:
+        if (student_dir / name).exists():
+            shutil.copy2(student_dir / name, tmp / name)
+    proj_path = None
+    if projection is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in projection.state_dict().items()},
+                  str(tmp / "projection.safetensors"))
+        proj_path = str(final / "projection.safetensors")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return proj_path
+
+
+def _projection_entry(student: Any, projection: Any) -> dict[str, Any]:
+    """How config.json describes projection.safetensors: widths, layer pairs, and which key gives embeddings."""
+    s_layers = int(student.config.num_hidden_layers)
+    # the student's last layer, paired with the deepest teacher layer it is trained against
+    last = sorted(p for p in projection.layer_map if p[0] == s_layers)[-1:] or projection.layer_map[-1:]
+    return {
+        "file": "projection.safetensors",
+        "in_features": projection.student_width,
+        "out_features": projection.teacher_width,
+        "layer_map": [list(p) for p in projection.layer_map],
+        "keys": {projection.key(*p): list(p) for p in projection.layer_map},
+        "embedding_key": projection.key(*last[0]),
+        "usage": "teacher_space = hidden @ W[key].weight.T + W[key].bias, keys 'maps.<key>.weight'/'.bias'",
+    }

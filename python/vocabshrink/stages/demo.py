@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .corpus import split_sentences
-from .errors import ConfigError, CorpusError
-from .files import write_atomic
+from ..corpus import split_sentences
+from ..errors import ConfigError, CorpusError
+from ..files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -277,9 +277,9 @@ def model2vec_baseline(teacher: str, evaluation: Any, out: Path) -> dict[str, An
         from model2vec.distill import distill as m2v_distill
     except ImportError as exc:
         return {"model2vec_note": f"model2vec[distill] is not installed ({exc}); pip install 'vocabshrink[bench]'"}
-    from .agreement import spearman
+    from ..agreement import spearman
     from .evaluate import _cosine_rows, read_sts
-    from .tokenization import load_tokenizer
+    from ..tokenization import load_tokenizer
 
     params = evaluation.size["student"].params_m * 1e6
     t0 = time.perf_counter()
@@ -308,7 +308,7 @@ def _teacher_path(teacher: str | os.PathLike | None) -> str:
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("VOCABSHRINK_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+    return Path(os.environ.get("VOCABSHRINK_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
 
 
 def demo(
@@ -332,10 +332,10 @@ def demo(
     as in `evaluate`; by default STS-B dev from VOCABSHRINK_DATA (or ../shared/data) when it is there.
     """
     from .evaluate import evaluate
-    from .shards import align
-    from .student import init_student
-    from .train import distill
-    from .vocab import build_vocab
+    from .align import align
+    from .init_student import init_student
+    from .distill import distill
+    from .build_vocab import build_vocab
 
     cfg = DemoSettings.for_mode(quick)
     root = Path(out)

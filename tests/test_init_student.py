@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from vocabshrink.cli import cli
 from vocabshrink.errors import ConfigError, CorpusError, ModelError, TokenizerError
-from vocabshrink.student import evenly_spaced, init_student, parse_layer_map, pca_projection
+from vocabshrink.stages.init_student import evenly_spaced, init_student, parse_layer_map, pca_projection
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LETTERS = list("abcdefghijklmnopqrstuvwxy")  # no "z": the teacher cannot split "zoo"

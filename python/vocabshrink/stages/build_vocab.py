@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, pre_tokenizers, trainers
 
-from .corpus import iter_line_blocks, iter_lines, resolve_paths
-from .errors import ConfigError, CorpusError, TokenizerError
-from .files import write_atomic
-from .progress import progress_bar
-from .tokenization import (
+from ..corpus import iter_line_blocks, iter_lines, resolve_paths
+from ..errors import ConfigError, CorpusError, TokenizerError
+from ..files import write_atomic
+from ..progress import progress_bar
+from ..tokenization import (
     METASPACE,
     UNUSED_SLOT,
     TokenizerLike,
@@ -909,7 +909,7 @@ def _report(t: _Teacher, tm: _TeacherMeasure, student: Tokenizer, student_config
             sources: list, n_lines: int, n_trained: int, coverage: float, alphabet: int, dropped: int,
             min_frequency: int, kept: int, eval_source: str, notes: list[str], started: float) -> VocabReport:
     """The report; `encoded` is the student's encoding of `lines`, on its way."""
-    from .aligner import Aligner
+    from ..aligner import Aligner
 
     aligner = Aligner(t.tok, student, teacher_config=t.config, student_config=student_config)
     s_unk = aligner.student_roles.get("unk")

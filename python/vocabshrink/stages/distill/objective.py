@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
-from . import losses as L
-from .agreement import mean_pool
+from ... import losses as L
+from ...agreement import mean_pool
 
 
 def encoder(model: torch.nn.Module) -> torch.nn.Module:

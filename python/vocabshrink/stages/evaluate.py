@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from .agreement import embed, spearman, teacher_agreement
-from .errors import ConfigError, CorpusError, ModelError
-from .files import write_atomic
-from .tokenization import load_tokenizer, read_config, special_tokens
+from ..agreement import embed, spearman, teacher_agreement
+from ..errors import ConfigError, CorpusError, ModelError
+from ..files import write_atomic
+from ..models import load_model
+from ..models import read_config as read_model_config
+from ..tokenization import load_tokenizer, read_config, special_tokens
 
 log = logging.getLogger(__name__)
 
@@ -266,21 +268,12 @@ class _Loaded:
 
 
 def _load(path: str | os.PathLike, device: Any, max_length: int) -> _Loaded:
-    """Load a model directory (or hub id) with its tokenizer; an MLM head is kept when the checkpoint has one."""
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
-
+    """Load a model directory with its tokenizer; an MLM head is kept when the checkpoint has one."""
     src = str(path)
-    try:
-        config = AutoConfig.from_pretrained(src)
-    except Exception as exc:
-        raise ModelError(f"{src}: cannot read the model config ({exc}); pass a Hugging Face model directory "
-                         "with config.json and model.safetensors") from exc
+    config = read_model_config(src)
     has_mlm = any(a.endswith("ForMaskedLM") for a in (getattr(config, "architectures", None) or []))
-    try:
-        model = (AutoModelForMaskedLM if has_mlm else AutoModel).from_pretrained(src)
-    except Exception as exc:
-        raise ModelError(f"{src}: cannot load the model ({exc})") from exc
-    model.eval().to(device)
+    model = load_model(src, head="mlm" if has_mlm else "base")
+    model.to(device)
     encoder = model.base_model if has_mlm else model
     tok = load_tokenizer(src)
     roles = special_tokens(tok, read_config(src))
@@ -400,7 +393,7 @@ def _model_size(m: _Loaded) -> ModelSize:
                      int(cfg.hidden_size), int(cfg.num_hidden_layers), disk / 2**20)
 
 
-_SPEED_SCRIPT = "import sys; from vocabshrink.evaluate import _speed_worker; _speed_worker(sys.argv[1])"
+_SPEED_SCRIPT = "import sys; from vocabshrink.stages.evaluate import _speed_worker; _speed_worker(sys.argv[1])"
 
 
 def _rss_mb(field_name: str) -> float | None:
@@ -575,7 +568,7 @@ def parse_task(spec: str | tuple[str, str, str]) -> tuple[str, str, str]:
 
 
 def _corpus_sentences(corpus: Sequence[str], limit: int) -> list[str]:
-    from .corpus import iter_documents, require_text
+    from ..corpus import iter_documents, require_text
 
     out = []
     for line in require_text(iter_documents(corpus, split="line"), "--corpus"):
@@ -721,7 +714,7 @@ def _agreement(teacher: _Loaded, student: _Loaded, sentences: Sequence[str], bat
 
 def _fertility(teacher: _Loaded, student: _Loaded, sentences: Sequence[str]) -> dict[str, Any]:
     """Share of teacher tokens in the held-out sentences split into 1, 2, ..., 6+ student pieces."""
-    from .aligner import Aligner
+    from ..aligner import Aligner
 
     aligner = Aligner.from_tokenizers(teacher.tokenizer, student.tokenizer)
     lengths = np.diff(np.asarray(aligner.table.offsets))
@@ -735,7 +728,7 @@ def _fertility(teacher: _Loaded, student: _Loaded, sentences: Sequence[str]) -> 
 
 def _shard_fertility(shards: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """The fertility histogram of the shards' audit (`vocabshrink inspect`)."""
-    from .audit import audit
+    from .inspect import audit
 
     rep = audit([str(d) for d in shards], examples=0, verify="size")
     return {"source": f"shard audit of {', '.join(map(str, shards))}", "histogram": dict(rep.fertility),

@@ -20,7 +20,7 @@ from vocabshrink import _core
 from vocabshrink.corpus import iter_documents
 from vocabshrink.data import ShardDataset
 from vocabshrink.errors import ConfigError, CorpusError, ShardError
-from vocabshrink.shards import MANIFEST, REPORT, _Cutter, _CutSettings, align
+from vocabshrink.stages.align import MANIFEST, REPORT, _Cutter, _CutSettings, align
 from vocabshrink.tokenization import load_tokenizer
 
 MAX_LEN = 64

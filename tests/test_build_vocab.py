@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from vocabshrink.cli import cli
 from vocabshrink.errors import ConfigError, CorpusError, TokenizerError
 from vocabshrink.tokenization import fingerprint
-from vocabshrink.vocab import VocabReport, build_vocab
+from vocabshrink.stages.build_vocab import VocabReport, build_vocab
 
 from conftest import train_student
 
@@ -307,7 +307,7 @@ def test_report_matches_a_direct_count(tmp_path, minilm_path, minilm_tokenizer, 
 
 
 def test_teacher_measure_failure_surfaces(tmp_path, minilm_path, wikitext, monkeypatch):
-    import vocabshrink.vocab as vocab_mod
+    import vocabshrink.stages.build_vocab as vocab_mod
 
     def broken(*args, **kwargs):
         raise RuntimeError("teacher measure broke")
@@ -322,7 +322,7 @@ def test_report_when_the_trainer_leaves_the_stream_unfinished(tmp_path, minilm_p
     held-out lines read so far."""
     import itertools
 
-    import vocabshrink.vocab as vocab_mod
+    import vocabshrink.stages.build_vocab as vocab_mod
 
     real_train = vocab_mod._train
 

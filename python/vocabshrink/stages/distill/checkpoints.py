@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from .errors import ModelError, TrainingError
+from ...errors import ModelError, TrainingError
 
 STATE_VERSION = 1
 

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import train_student
 
-from vocabshrink.audit import audit
+from vocabshrink.stages.inspect import audit
 from vocabshrink.cli import cli
 from vocabshrink.errors import ShardError
 
@@ -56,7 +56,7 @@ def test_audit_counts_and_alignment_statistics(cli_env):
 def test_unk_rates_count_unknown_splits(cli_env, tmp_path, minilm_path, minilm_tokenizer):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
-    from vocabshrink.shards import align
+    from vocabshrink.stages.align import align
 
     _, out, _ = cli_env
     # a byte-level student can spell every teacher token, so nothing is UNK on its split side

@@ -19,16 +19,18 @@ import torch
 
 from safetensors.torch import load_file
 
-from vocabshrink import distill_losses as DL
-from vocabshrink import train as T
+from vocabshrink import losses as L
 from vocabshrink.errors import ConfigError, ModelError, ShardError, TrainingError
+from vocabshrink.stages import distill as T
+from vocabshrink.stages.distill import objective as DL
+from vocabshrink.stages.distill import resume as R
 
 HERE = Path(__file__).resolve().parent
 
 
 def make_shards(out: Path, lines: list[str], teacher_dir: Path, student_dir: Path, alignment: str = "both") -> Path:
     """Real shards of `lines` (one document each) from `vocabshrink align`."""
-    from vocabshrink.shards import align
+    from vocabshrink.stages.align import align
 
     out.parent.mkdir(parents=True, exist_ok=True)
     corpus = out.parent / f"{out.name}.txt"
@@ -201,16 +203,16 @@ def test_resume_is_exact(models, tmp_path, monkeypatch):
     """4 steps straight == 2 steps, an interruption, and --resume for the rest (CPU, one process)."""
     kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=4, checkpoint_every=2, keep_checkpoints=5)
     _run(models, tmp_path / "straight", **kw)
-    real_save = T.save_checkpoint
+    real_save = R.save_checkpoint
 
     def save_then_die(out, step, *args, **kwargs):
-        path = real_save(out, step, *args, **kwargs)
+        real_save(out, step, *args, **kwargs)
         raise KeyboardInterrupt(f"killed after step {step}")
 
-    monkeypatch.setattr(T, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(R, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         _run(models, tmp_path / "halves", **kw)
-    monkeypatch.setattr(T, "save_checkpoint", real_save)
+    monkeypatch.setattr(R, "save_checkpoint", real_save)
     assert [p.name for p in (tmp_path / "halves").glob("step-*")] == ["step-2"]
     with pytest.raises(ConfigError, match="different settings"):
         _run(models, tmp_path / "halves", **{**kw, "lr": 1e-3}, resume=True)
@@ -230,13 +232,14 @@ def test_resume_is_exact(models, tmp_path, monkeypatch):
 
 KILLABLE = """
 import json, sys, time
-from vocabshrink import train as T
-real = T.save_checkpoint
+from vocabshrink.stages import distill as T
+from vocabshrink.stages.distill import resume as R
+real = R.save_checkpoint
 def slow_save(*args, **kwargs):  # time for the test to kill the run between its checkpoints
     path = real(*args, **kwargs)
     time.sleep(0.5)
     return path
-T.save_checkpoint = slow_save
+R.save_checkpoint = slow_save
 T.distill(**json.loads(sys.argv[1]))
 """
 
@@ -279,9 +282,8 @@ def test_default_recipe(models, tmp_path):
     assert set(bare.final_losses) == {"mse", "cosine", "sentence"} and bare.settings["mlm_weight"] == 0.0
     mlm = T.distill(teacher=models["teacher"], student=models["student"], out=tmp_path / "mlm", **kw)
     assert set(mlm.final_losses) == {"mlm", "mse", "cosine", "sentence"} and mlm.settings["mlm_weight"] == 1.0
-    import inspect
-
-    assert inspect.signature(T.distill).parameters["batch_size"].default == 64
+    defaults = T.DistillOptions.__dataclass_fields__
+    assert defaults["batch_size"].default == 64 and defaults["lr"].default == 1e-3
 
 
 def test_checkpoints_can_be_switched_off(models, tmp_path):
@@ -291,36 +293,35 @@ def test_checkpoints_can_be_switched_off(models, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(models, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = T.L.mlm_loss
+    real = L.mlm_loss
 
     def poisoned(logits, labels, reduction="mean"):
         calls["n"] += 1
         value = real(logits, labels, reduction)
         return value * float("nan") if calls["n"] >= 3 else value
 
-    monkeypatch.setattr(T.L, "mlm_loss", poisoned)
+    monkeypatch.setattr(L, "mlm_loss", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(TrainingError, match=r"step 2: the loss is nan .*step-2"):
         _run(models, out, checkpoint_every=2, max_steps=6)
     assert (out / "step-2" / "trainer_state.json").exists() and not (out / "final").exists()
-    monkeypatch.setattr(T.L, "mlm_loss", real)
+    monkeypatch.setattr(L, "mlm_loss", real)
     report = _run(models, out, checkpoint_every=2, max_steps=4, resume=True)
     assert report.resumed_from_step == 2 and np.isfinite(report.final_loss)
 
 
 def _one_batch(models, mode: str, student_dir=None, teacher_dir=None, shards=None):
     """A collated batch of 8 examples from the test shards, with the models in eval mode (no dropout)."""
-    from vocabshrink.aligner import Aligner
+    from vocabshrink.models import load_student, load_teacher
     from vocabshrink.tokenization import load_tokenizer
 
     teacher_dir, student_dir = teacher_dir or models["teacher"], student_dir or models["student"]
     t_tok, s_tok = load_tokenizer(teacher_dir), load_tokenizer(student_dir)
-    aligner = Aligner.from_tokenizers(teacher_dir, student_dir)
-    ds, _, collate = T.open_data([shards or models["shards"]], t_tok, s_tok, aligner, mode=mode, mlm_probability=0.15,
+    ds, _, collate = T.open_data([shards or models["shards"]], t_tok, s_tok, mode=mode, mlm_probability=0.15,
                                  max_length=None, seed=0)
-    batch = T._collate(collate, ds, np.arange(8), 0)
-    student = T._load_student(student_dir, torch.device("cpu")).eval()
-    teacher = T._load_teacher(teacher_dir, False, torch.float32, torch.device("cpu"))
+    batch = T.collate(collate, ds, np.arange(8), 0)
+    student = load_student(student_dir, torch.device("cpu")).eval()
+    teacher = load_teacher(teacher_dir, need_logits=False, dtype=torch.float32, device=torch.device("cpu"))
     return batch, student, teacher
 
 
@@ -364,7 +365,7 @@ def test_a_student_equal_to_the_teacher_has_zero_hidden_and_sentence_losses(mode
         assert abs(float(sums[name].detach())) < 1e-4, (mode, name, float(sums[name].detach()))
     # a different student is measurably away from the teacher
     batch, student, teacher = _one_batch(models, mode)
-    proj = T.L.HiddenProjection(24, 32, [(2, 2)])
+    proj = L.HiddenProjection(24, 32, [(2, 2)])
     sums = DL.loss_sums(student, proj, teacher, batch, _setup(mode, sentence=1.0, similarity=1.0), NO_AUTOCAST)
     assert 0.05 < float(sums["sentence"].detach()) / 8 < 2.0
     assert 1e-4 < float(sums["similarity"].detach()) / 56 < 4.0
@@ -373,7 +374,7 @@ def test_a_student_equal_to_the_teacher_has_zero_hidden_and_sentence_losses(mode
 def test_projection_fit_is_the_least_squares_solution(models):
     batch, student, teacher = _one_batch(models, "split")
     setup = _setup("split", mse=1.0)
-    proj = T.L.HiddenProjection(24, 32, [(2, 2), (0, 0)])
+    proj = L.HiddenProjection(24, 32, [(2, 2), (0, 0)])
     fit = DL.fit_projection(proj, student, teacher, [batch], setup, ridge=1e-3)
     assert set(fit) == {"s2_t2", "s0_t0"} and all(-1.0 <= v <= 1.0 for v in fit.values())
     # the same positions, gathered independently, solved by numpy's least squares
@@ -384,7 +385,7 @@ def test_projection_fit_is_the_least_squares_solution(models):
         t_h = teacher.bert(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
                            output_hidden_states=True).hidden_states[2]
         keep = batch["teacher_attention_mask"].bool() & split.teacher_keep.bool()
-        x = T.L.span_mean(s_h, split)[keep].double().numpy()
+        x = L.span_mean(s_h, split)[keep].double().numpy()
         y = t_h[keep].double().numpy()
     x1 = np.concatenate([x, np.ones((len(x), 1))], axis=1)
     # ridge regression by hand: LayerNorm outputs are nearly collinear with the bias column, so plain least squares
@@ -397,7 +398,7 @@ def test_projection_fit_is_the_least_squares_solution(models):
     fitted = x @ got.weight.detach().double().numpy().T + got.bias.detach().double().numpy()
     np.testing.assert_allclose(fitted, x1 @ w, rtol=1e-3, atol=1e-3 * np.abs(y).max())
     # and it beats the random start it replaced on the hidden-state MSE
-    fresh = T.L.HiddenProjection(24, 32, [(2, 2), (0, 0)])
+    fresh = L.HiddenProjection(24, 32, [(2, 2), (0, 0)])
     loss = lambda p: float(DL.loss_sums(student, p, teacher, batch, _setup("split", mse=1.0), NO_AUTOCAST)["mse"].detach())  # noqa: E731
     assert loss(proj) < 0.5 * loss(fresh)
 
@@ -476,8 +477,8 @@ WORKER = """
 import json
 from safetensors.torch import load_file
 
-from vocabshrink import distill_losses as DL
-from vocabshrink import train as T
+from vocabshrink.stages.distill import objective as DL
+from vocabshrink.stages import distill as T
 T.distill(**json.loads({args!r}))
 """
 
@@ -545,7 +546,7 @@ def test_final_loads_as_a_sentence_transformer_with_the_embeddings_evaluate_scor
     pytest.importorskip("sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
-    from vocabshrink.evaluate import _load_projection, _project
+    from vocabshrink.stages.evaluate import _load_projection, _project
     from vocabshrink.agreement import embed
     from vocabshrink.tokenization import load_tokenizer
     from transformers import AutoModel
@@ -573,7 +574,7 @@ def test_export_a_checkpoint_and_bad_requests(st_run, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     from vocabshrink.cli import cli
-    from vocabshrink.export import export
+    from vocabshrink.stages.export import export
 
     teacher, out, _ = st_run
     rep = export(out, tmp_path / "step1", checkpoint="step-1")

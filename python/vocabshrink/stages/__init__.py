@@ -1,0 +1,1 @@
+"""The pipeline's stages, one module (or package) per command."""

@@ -1,0 +1,216 @@
+"""distill's setup: processes, tokenizers, models, the losses' setup, data and optimizer, gathered in a `Run`.
+
+Imports the shared layers (`models`, `tokenization`, `losses`) and the package's own modules.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ... import losses as L
+from ...errors import ConfigError, ModelError, ShardError
+from ...models import load_student, load_teacher
+from ...tokenization import load_tokenizer
+from . import distributed
+from .batches import Cursor, collate, open_data
+from .objective import LossSetup, num_layers
+from .options import DistillOptions
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Run:
+    """Everything one distill run holds while it trains; `setup()` makes it, the loop updates it."""
+
+    opts: DistillOptions
+    settings: dict[str, Any]
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    micro: int  # examples per micro-batch on this rank
+    autocast: Any
+    teacher: torch.nn.Module
+    student: torch.nn.Module
+    projection: L.HiddenProjection | None
+    setup: LossSetup
+    dataset: Any
+    collator: Any
+    cursor: Cursor
+    eval_batches: list[dict[str, Any]] | None
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    started: float = field(default_factory=time.time)
+    resumed_from: int | None = None
+    projection_fit: dict[str, float] | None = None
+    last_loss: float | None = None
+    last_parts: dict[str, float] = field(default_factory=dict)
+    last_eval: dict[str, float] | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def parse_layer_map(spec: str | Sequence[tuple[int, int]] | None, student_layers: int,
+                    teacher_layers: int) -> list[tuple[int, int]]:
+    """'3:6,0:0' -> [(3, 6), (0, 0)]; index 0 is the embedding output, negatives count from the last layer.
+
+    Default: the last student layer to the last teacher layer.
+    """
+    if spec is None or spec == "":
+        return [(student_layers, teacher_layers)]
+    pairs = _layer_pairs(spec) if isinstance(spec, str) else [(int(s), int(t)) for s, t in spec]
+    out = []
+    for s, t in pairs:
+        s2 = s + student_layers + 1 if s < 0 else s
+        t2 = t + teacher_layers + 1 if t < 0 else t
+        if not (0 <= s2 <= student_layers and 0 <= t2 <= teacher_layers):
+            raise ConfigError(f"--layer-map: {s}:{t} is out of range; the student has layers 0..{student_layers} and "
+                              f"the teacher 0..{teacher_layers} (0 = embedding output)")
+        out.append((s2, t2))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--layer-map: a pair appears twice in {spec!r}")
+    return out
+
+
+def _layer_pairs(spec: str) -> list[tuple[int, int]]:
+    pairs = []
+    for part in spec.split(","):
+        try:
+            s, t = (int(x) for x in part.split(":"))
+        except ValueError:
+            raise ConfigError(f"--layer-map: {part!r} is not STUDENT:TEACHER (e.g. '3:6,0:0')") from None
+        pairs.append((s, t))
+    return pairs
+
+
+def setup(opts: DistillOptions) -> Run:
+    """Processes, models, losses, data, optimizer and schedule for checked options (`opts.check()` first)."""
+    started = time.time()
+    settings = opts.settings()
+    rank, world, dev = distributed.setup(opts.device)
+    settings["world_size"] = world
+    if opts.batch_size % (world * opts.grad_accum):
+        raise ConfigError(f"--batch-size {opts.batch_size} must be divisible by processes x --grad-accum "
+                          f"({world} x {opts.grad_accum})")
+    precision = opts.precision
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    teacher_tok, student_tok = load_tokenizer(Path(opts.teacher)), load_tokenizer(Path(opts.student))
+    teacher, student = _models(opts, teacher_tok, student_tok, dev)
+    pairs = parse_layer_map(opts.layer_map, num_layers(student), num_layers(teacher))
+    settings["layer_map"] = [list(p) for p in pairs]
+    projection = _projection(opts, student, teacher, pairs, dev)
+    dataset, lengths, collator = open_data(opts.data, teacher_tok, student_tok, mode=opts.mode,
+                                           mlm_probability=opts.mlm_probability, max_length=opts.max_length,
+                                           seed=opts.seed)
+    if len(dataset) < opts.batch_size:
+        raise ShardError(f"{', '.join(map(str, opts.data))}: {len(dataset)} examples, fewer than one batch "
+                         f"({opts.batch_size}); use more data or a smaller --batch-size")
+    loss_setup = _loss_setup(opts, pairs, student, teacher, dataset, dev)
+    micro = opts.batch_size // (world * opts.grad_accum)
+    eval_batches = _eval_batches(opts, teacher_tok, student_tok, micro)
+    params = [p for p in student.parameters() if p.requires_grad]
+    if projection is not None:
+        params += list(projection.parameters())
+    optimizer, scheduler = _optimizer(opts, params)
+    return Run(opts, settings, Path(opts.out), rank, world, dev, micro, autocast, teacher, student, projection,
+               loss_setup, dataset, collator, Cursor(lengths, opts.batch_size, opts.seed), eval_batches, params,
+               optimizer, scheduler, started=started)
+
+
+def _models(opts: DistillOptions, teacher_tok: Any, student_tok: Any,
+            dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The frozen teacher and the student, checked against their tokenizers."""
+    teacher = load_teacher(opts.teacher, need_logits=opts.need_logits, dtype=_DTYPES[opts.teacher_dtype], device=dev)
+    student = load_student(opts.student, dev)
+    s_vocab = student_tok.get_vocab_size(with_added_tokens=True)
+    if student.config.vocab_size < s_vocab:
+        raise ModelError(f"{opts.student}: the model has {student.config.vocab_size} embeddings but its tokenizer "
+                         f"{s_vocab} tokens; re-run init-student")
+    t_vocab = teacher_tok.get_vocab_size(with_added_tokens=True)
+    if teacher.config.vocab_size < t_vocab:
+        raise ModelError(f"{opts.teacher}: the teacher model has {teacher.config.vocab_size} embeddings but its "
+                         f"tokenizer {t_vocab} tokens")
+    return teacher, student
+
+
+def _projection(opts: DistillOptions, student: torch.nn.Module, teacher: torch.nn.Module,
+                pairs: list[tuple[int, int]], dev: torch.device) -> L.HiddenProjection | None:
+    """The student -> teacher width map, when the widths differ and a loss compares hidden states."""
+    s_width, t_width = int(student.config.hidden_size), int(teacher.config.hidden_size)
+    if s_width == t_width or not (opts.mse_weight > 0 or opts.cosine_weight > 0 or opts.need_sentences):
+        return None
+    torch.manual_seed(opts.seed)
+    sentence_pair = (num_layers(student), num_layers(teacher))
+    proj_pairs = pairs if not opts.need_sentences or sentence_pair in pairs else [*pairs, sentence_pair]
+    return L.HiddenProjection(s_width, t_width, proj_pairs).to(dev)
+
+
+def _loss_setup(opts: DistillOptions, pairs: list[tuple[int, int]], student: torch.nn.Module,
+                teacher: torch.nn.Module, dataset: Any, dev: torch.device) -> LossSetup:
+    """The losses' weights and, for the KL losses, the reduce map and shared vocabulary from align's split table."""
+    reduce_map = shared = None
+    if opts.need_logits:
+        offsets, ids = dataset.table()
+        reduce_map = L.ReduceMap(offsets, ids).to(dev)
+        t_vocab = len(offsets) - 1
+        if teacher.config.vocab_size != reduce_map.teacher_vocab_size:
+            raise ModelError(f"{opts.teacher}: {teacher.config.vocab_size} output logits but {t_vocab} tokenizer "
+                             "tokens; the KL losses need them equal")
+        sh_t, sh_s = L.shared_vocabulary(offsets, ids, dataset.student_info["roles"].get("unk"))
+        shared = torch.full((t_vocab,), -1, dtype=torch.int64)
+        shared[sh_t] = sh_s
+        shared = shared.to(dev)
+    return LossSetup(opts.mode, pairs, opts.mlm_weight, opts.mse_weight, opts.cosine_weight, opts.kl_weight,
+                     opts.match_weight, opts.temperature, opts.sum_probs, reduce_map, shared,
+                     sentence_weight=opts.sentence_weight, sentence_pair=(num_layers(student), num_layers(teacher)),
+                     similarity_weight=opts.similarity_weight)
+
+
+def _eval_batches(opts: DistillOptions, teacher_tok: Any, student_tok: Any,
+                  micro: int) -> list[dict[str, Any]] | None:
+    """The held-out batches, shortest examples first, collated once."""
+    if not opts.eval_data:
+        return None
+    dataset, lengths, collator = open_data(opts.eval_data, teacher_tok, student_tok, mode=opts.mode,
+                                           mlm_probability=opts.mlm_probability, max_length=opts.max_length,
+                                           seed=opts.seed)
+    order = np.argsort(lengths, kind="stable")
+    chosen = [order[i:i + micro] for i in range(0, len(order), micro)][:opts.eval_batches]
+    return [collate(collator, dataset, idx, 0) for idx in chosen]
+
+
+def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (no decay on biases and norms) and the warmup-then-decay schedule."""
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup_steps=opts.warmup_steps, max_steps=opts.max_steps,
+                                       schedule=opts.schedule))
+    return optimizer, scheduler
+
+
+def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str) -> float:
+    """Linear warmup to 1, then linear or cosine decay to 0 at max_steps."""
+    import math
+
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
