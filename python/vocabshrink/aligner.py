@@ -31,6 +31,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+FERTILITY_BUCKETS = ("1", "2", "3", "4", "5", "6+")
+
+
+def fertility_histogram(pieces: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Share of teacher tokens split into 1, 2, ..., 6+ student pieces.
+
+    `pieces`: student pieces per teacher token (or per vocabulary entry, with `weights` its counts).
+    """
+    pieces = np.asarray(pieces, dtype=np.int64)
+    w = np.ones(len(pieces)) if weights is None else np.asarray(weights, dtype=np.float64)
+    hist = np.bincount(np.minimum(pieces, 6), weights=w, minlength=7)[1:7] / max(float(w.sum()), 1.0)
+    return {k: float(v) for k, v in zip(FERTILITY_BUCKETS, hist)}
+
+
 class SplitTable(NamedTuple):
     """Teacher id i splits into student ids `ids[offsets[i]:offsets[i+1]]`."""
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import _core
-from .aligner import Aligner, AlignmentBuffers, ChunkAlignment, SplitTable
+from .aligner import Aligner, AlignmentBuffers, ChunkAlignment, SplitTable, fertility_histogram
 from .errors import ConfigError, ShardError
 from .shards import COUNTS, MANIFEST, TABLE, check_file, memmap_safetensors, read_manifest
 from .tokenization import TokenizerLike, fingerprint, load_tokenizer
@@ -238,6 +238,20 @@ class ShardDataset(torch.utils.data.Dataset):
             total = counts if total is None else total + counts
         assert total is not None
         return total
+
+    def text_counts(self, side: str = "student") -> np.ndarray:
+        """`token_counts` as float64 with the special tokens zeroed (UNK kept): the text's own tokens."""
+        info = self.teacher_info if side == "teacher" else self.student_info
+        counts = self.token_counts(side).astype(np.float64)
+        unk = info["roles"].get("unk")
+        counts[[i for i in info["special_ids"] if i < len(counts) and i != unk]] = 0
+        return counts
+
+    def fertility(self) -> tuple[dict[str, float], float]:
+        """(histogram of student pieces per teacher text token, their mean) over all folders."""
+        sizes = np.diff(self.table().offsets)
+        counts = self.text_counts("teacher")
+        return fertility_histogram(sizes, counts), float((sizes * counts).sum() / max(counts.sum(), 1.0))
 
 
 # --------------------------------------------------------------------------- batches

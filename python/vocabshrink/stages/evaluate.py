@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..agreement import embed, spearman, teacher_agreement
+from ..aligner import fertility_histogram
 from ..errors import ConfigError, CorpusError, ModelError
 from ..files import write_atomic
 from ..models import load_model
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SPEED_SHAPES: tuple[tuple[int, int], ...] = ((1, 512), (16, 512))
 PROJECTION_FILE = "projection.safetensors"
-FERTILITY_BUCKETS = ("1", "2", "3", "4", "5", "6+")  # as in vocabshrink.audit
 
 
 # ----------------------------------------------------------------------------- report
@@ -720,19 +720,19 @@ def _fertility(teacher: _Loaded, student: _Loaded, sentences: Sequence[str]) -> 
     lengths = np.diff(np.asarray(aligner.table.offsets))
     ids = np.asarray([i for seq in _encode(teacher, sentences) for i in seq if i not in teacher.special], dtype=np.int64)
     sizes = lengths[ids] if ids.size else np.zeros(0, dtype=np.int64)
-    hist = np.bincount(np.clip(sizes, 1, 6) - 1, minlength=6) / max(sizes.size, 1)
     return {"source": "held-out corpus: teacher tokens split by the student vocabulary",
-            "histogram": dict(zip(FERTILITY_BUCKETS, map(float, hist))), "teacher_tokens": int(sizes.size),
+            "histogram": fertility_histogram(sizes), "teacher_tokens": int(sizes.size),
             "mean": float(sizes.mean()) if sizes.size else float("nan")}
 
 
-def _shard_fertility(shards: Sequence[str | os.PathLike]) -> dict[str, Any]:
-    """The fertility histogram of the shards' audit (`vocabshrink inspect`)."""
-    from .inspect import audit
+def _shard_fertility(shards: Sequence[str | os.PathLike], teacher: _Loaded, student: _Loaded) -> dict[str, Any]:
+    """The fertility of the shards' own counts and split table (as `vocabshrink inspect` reports it)."""
+    from ..data import ShardDataset
 
-    rep = audit([str(d) for d in shards], examples=0, verify="size")
-    return {"source": f"shard audit of {', '.join(map(str, shards))}", "histogram": dict(rep.fertility),
-            "teacher_tokens": int(rep.teacher_tokens), "mean": float(rep.mean_fertility)}
+    ds = ShardDataset([str(d) for d in shards], teacher.tokenizer, student.tokenizer, verify="size")
+    hist, mean = ds.fertility()
+    return {"source": f"shard audit of {', '.join(map(str, shards))}", "histogram": hist,
+            "teacher_tokens": int(ds.token_counts("teacher").sum()), "mean": mean}
 
 
 # ----------------------------------------------------------------------------- plots
@@ -970,7 +970,7 @@ def evaluate(
             notes.append("drop-in retrieval not measured: fewer than 20 held-out lines of 8+ words, or the student "
                          "has neither a projection nor the teacher's width")
     if shards:
-        report.fertility = _shard_fertility(shards)
+        report.fertility = _shard_fertility(shards, t, s)
 
     for f in sts:
         log.info("STS on %s", f)

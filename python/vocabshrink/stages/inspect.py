@@ -17,7 +17,6 @@ from ..errors import ShardError
 from ..shards import STUDENT_TOKENIZER, TEACHER_TOKENIZER, read_manifest
 from ..tokenization import fingerprint, load_tokenizer, vocab_list
 
-FERTILITY_BUCKETS = ("1", "2", "3", "4", "5", "6+")
 
 
 @dataclass
@@ -118,12 +117,9 @@ def audit(
     s_unk = s_info["roles"].get("unk")
     t_unk = t_info["roles"].get("unk")
     # Text tokens: everything but the special tokens, UNK included.
-    t_plain = t_counts.copy()
-    t_plain[[i for i in t_info["special_ids"] if i < len(t_plain) and i != t_unk]] = 0
-    s_plain = s_counts.copy()
-    s_plain[[i for i in s_info["special_ids"] if i < len(s_plain) and i != s_unk]] = 0
+    t_plain, s_plain = ds.text_counts("teacher"), ds.text_counts("student")
     n_t = max(t_plain.sum(), 1.0)
-    hist = np.bincount(np.minimum(sizes, 6), weights=t_plain, minlength=7)[1:7] / n_t
+    hist, mean_fertility = ds.fertility()
     if s_unk is not None:
         unk_in = np.concatenate(([0], np.cumsum(table.ids == s_unk)))[table.offsets]
         split_unk = float(t_plain[np.diff(unk_in) > 0].sum() / n_t)
@@ -178,8 +174,8 @@ def audit(
         dropped_characters=dropped,
         dropped_share=dropped / max(characters + dropped, 1),
         forced_cuts=total("forced_cuts"),
-        fertility={k: float(v) for k, v in zip(FERTILITY_BUCKETS, hist)},
-        mean_fertility=float((sizes * t_plain).sum() / n_t),
+        fertility=hist,
+        mean_fertility=mean_fertility,
         student_per_teacher=float(s_plain.sum() / n_t),
         unk_rates=unk_rates,
         samples=samples,
