@@ -424,42 +424,64 @@ def align(
                          num_shards=num_shards, shard_index=shard_index)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "teacher": t_facts, "student": s_facts,
+                "settings": settings, "table": None, "shards": [], "complete": False}
+    reused, old = _previous_run(out, manifest, resume)
+    if old is not None:  # already complete: nothing to do
+        return _report(out, old, len(reused), workers, time.perf_counter() - started, 0, 0)
+    _write_fixed_files(out, manifest, aligner, t_tok, s_tok, reused)
 
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "teacher": t_facts,
-        "student": s_facts,
-        "settings": settings,
-        "table": None,
-        "shards": [],
-        "complete": False,
-    }
-    reused: list[dict] = []
+    split_lengths = np.diff(aligner.table.offsets).astype(np.int32) if alignment != "offsets" else None
+    cfg = _CutSettings(t_tok.to_str(), s_tok.to_str(), split_lengths, t_facts["prefix"], t_facts["suffix"],
+                       s_facts["prefix"], s_facts["suffix"], max_length, alignment != "split")
+    writer = _ShardWriter(out, manifest, examples_per_shard, alignment != "split")
+    documents = _Documents(paths, split, text_field, errors, max_lines, num_shards, shard_index, writer.cursor[0])
+    bar = progress_bar(progress, desc=f"align {out.name}", unit=" texts", dynamic_ncols=True)
+    for results in _run_tasks(documents.tasks(), cfg, workers):
+        writer.add(results)
+        bar.update(len(results))
+        bar.set_postfix_str(f"{writer.teacher_tokens / max(time.perf_counter() - started, 1e-9):,.0f} teacher tok/s",
+                            refresh=False)
+    bar.close()
+    writer.finish()
+    if documents.seen == 0:
+        raise CorpusError(f"{', '.join(paths)}: the corpus holds no documents (no line has any text)")
+    if not manifest["shards"]:
+        log.warning("part %d of %d got no examples (%d documents in the corpus)", shard_index, num_shards,
+                    documents.seen)
+    _complete(out, manifest, documents.seen)
+    return _report(out, manifest, len(reused), workers, time.perf_counter() - started, writer.texts,
+                   writer.teacher_tokens)
+
+
+def _previous_run(out: Path, manifest: dict, resume: bool) -> tuple[list[dict], dict | None]:
+    """(intact shards of an earlier run with the same settings, its manifest when it is complete and intact)."""
     old_path = out / MANIFEST
-    if old_path.exists() and resume:
-        try:
-            old = json.loads(old_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            log.warning("%s: unreadable, starting over", old_path)
-            old = None
-        if old is not None:
-            same = (old.get("format_version") == FORMAT_VERSION and old.get("settings") == settings
-                    and old.get("teacher") == t_facts and old.get("student") == s_facts)
-            if not same:
-                raise ShardError(
-                    f"{old_path}: was written with other settings or tokenizers; pass --no-resume to overwrite "
-                    "it, or choose another --out"
-                )
-            reused = _reusable_shards(out, old)
-            if old.get("complete") and len(reused) == len(old["shards"]):
-                if (out / COUNTS).exists() and sha256_file(out / COUNTS) == (old.get("counts") or {}).get("sha256"):
-                    log.info("%s: already complete, nothing to do", out)
-                    return _report(out, old, len(reused), workers, time.perf_counter() - started, 0, 0)
+    if not (old_path.exists() and resume):
+        return [], None
+    try:
+        old = json.loads(old_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s: unreadable, starting over", old_path)
+        return [], None
+    same = (old.get("format_version") == FORMAT_VERSION and old.get("settings") == manifest["settings"]
+            and old.get("teacher") == manifest["teacher"] and old.get("student") == manifest["student"])
+    if not same:
+        raise ShardError(f"{old_path}: was written with other settings or tokenizers; pass --no-resume to overwrite "
+                         "it, or choose another --out")
+    reused = _reusable_shards(out, old)
+    if old.get("complete") and len(reused) == len(old["shards"]):
+        if (out / COUNTS).exists() and sha256_file(out / COUNTS) == (old.get("counts") or {}).get("sha256"):
+            log.info("%s: already complete, nothing to do", out)
+            return reused, old
+    return reused, None
 
-    # Files that do not depend on the corpus: the table and the tokenizers.
+
+def _write_fixed_files(out: Path, manifest: dict, aligner: Any, t_tok: Any, s_tok: Any, reused: list[dict]) -> None:
+    """The files that do not depend on the corpus (the split table, both tokenizers), and the manifest so far."""
+    t_fp, s_fp = manifest["teacher"]["fingerprint"], manifest["student"]["fingerprint"]
     table_bytes = st_save({"offsets": aligner.table.offsets, "ids": aligner.table.ids},
-                          metadata={"tokenizers": f"{t_facts['fingerprint']}->{s_facts['fingerprint']}"})
+                          metadata={"tokenizers": f"{t_fp}->{s_fp}"})
     if not (out / TABLE).exists() or sha256_file(out / TABLE) != hashlib.sha256(table_bytes).hexdigest():
         write_atomic(out / TABLE, table_bytes)
     manifest["table"] = {"file": TABLE, "sha256": hashlib.sha256(table_bytes).hexdigest(),
@@ -472,19 +494,28 @@ def align(
     (out / COUNTS).unlink(missing_ok=True)
     write_json_atomic(out / MANIFEST, manifest)
 
-    split_lengths = np.diff(aligner.table.offsets).astype(np.int32) if alignment != "offsets" else None
-    cfg = _CutSettings(t_tok.to_str(), s_tok.to_str(), split_lengths, t_facts["prefix"], t_facts["suffix"],
-                       s_facts["prefix"], s_facts["suffix"], max_length, alignment != "split")
-    cursor = tuple(reused[-1]["end"]) if reused else (0, 0)
-    docs_seen = {"n": 0}
 
-    def tasks() -> Iterator[list[tuple[int, str]]]:
+@dataclass
+class _Documents:
+    """The corpus's documents of this part, from the resume cursor on, in tasks of about TASK_CHARS."""
+
+    paths: list[str]
+    split: str
+    text_field: str
+    errors: str
+    max_lines: int | None
+    num_shards: int
+    shard_index: int
+    first: int  # the first document still to do
+    seen: int = 0  # documents in the whole corpus (all parts)
+
+    def tasks(self) -> Iterator[list[tuple[int, str]]]:
         batch: list[tuple[int, str]] = []
         chars = 0
-        for number, text in enumerate(iter_documents(paths, split=split, text_field=text_field, errors=errors,
-                                                      max_lines=max_lines)):
-            docs_seen["n"] += 1
-            if number % num_shards != shard_index or number < cursor[0]:
+        for number, text in enumerate(iter_documents(self.paths, split=self.split, text_field=self.text_field,
+                                                      errors=self.errors, max_lines=self.max_lines)):
+            self.seen += 1
+            if number % self.num_shards != self.shard_index or number < self.first:
                 continue
             batch.append((number, text))
             chars += len(text)
@@ -494,64 +525,67 @@ def align(
         if batch:
             yield batch
 
-    shard = _OpenShard(len(reused), cursor)
-    entries = manifest["shards"]
-    bar = progress_bar(progress, desc=f"align {out.name}", unit=" texts", dynamic_ncols=True)
-    t_tokens = 0
-    texts = 0
-    tail = {"documents": 0, "characters": 0, "dropped_characters": 0}
 
-    def close_shard() -> None:
-        nonlocal shard
-        data, entry = _encode_shard(shard, alignment != "split")
-        write_atomic(out / entry["file"], data)
-        entries.append(entry)
-        write_json_atomic(out / MANIFEST, manifest)
-        log.debug("wrote %s (%d examples)", entry["file"], entry["examples"])
-        shard = _OpenShard(shard.index + 1, tuple(entry["end"]))
+class _ShardWriter:
+    """Collects examples into shards of `examples_per_shard`, writing each (and the manifest) when it fills."""
 
-    for results in _run_tasks(tasks(), cfg, workers):
+    def __init__(self, out: Path, manifest: dict, examples_per_shard: int, chunks: bool) -> None:
+        self.out, self.manifest, self.per_shard, self.chunks = out, manifest, examples_per_shard, chunks
+        self.entries = manifest["shards"]
+        self.cursor = tuple(self.entries[-1]["end"]) if self.entries else (0, 0)
+        self.shard = _OpenShard(len(self.entries), self.cursor)
+        self.teacher_tokens = 0
+        self.texts = 0
+        self.tail = {"documents": 0, "characters": 0, "dropped_characters": 0}
+
+    def add(self, results: list) -> None:
+        """One task's results: (document, its examples, characters dropped after the last example)."""
         for doc, examples, dropped_after in results:
-            skip = cursor[1] if doc == cursor[0] else 0
+            skip = self.cursor[1] if doc == self.cursor[0] else 0
             if skip == 0:
-                shard.documents += 1
-            texts += 1
+                self.shard.documents += 1
+            self.texts += 1
             for rank, ex in enumerate(examples):
-                t_tokens += len(ex[0])
+                self.teacher_tokens += len(ex[0])
                 if rank < skip:
                     continue
-                if not shard.examples:
-                    shard.start = (doc, rank)
-                shard.add_dropped(ex[7])
-                shard.add(ex, rank)
-                if len(shard.examples) >= examples_per_shard:
-                    close_shard()
+                if not self.shard.examples:
+                    self.shard.start = (doc, rank)
+                self.shard.add_dropped(ex[7])
+                self.shard.add(ex, rank)
+                if len(self.shard.examples) >= self.per_shard:
+                    self._close()
             if len(examples) >= skip:
-                shard.add_dropped(dropped_after)
-        elapsed = max(time.perf_counter() - started, 1e-9)
-        bar.update(len(results))
-        bar.set_postfix_str(f"{t_tokens / elapsed:,.0f} teacher tok/s", refresh=False)
-    bar.close()
-    if shard.examples:
-        close_shard()
-    else:  # documents or dropped text after the last example belong to no shard
-        tail = {"documents": shard.documents, "characters": shard.characters,
-                "dropped_characters": shard.dropped_characters}
-    if docs_seen["n"] == 0:
-        raise CorpusError(f"{', '.join(paths)}: the corpus holds no documents (no line has any text)")
-    if not entries:
-        log.warning("part %d of %d got no examples (%d documents in the corpus)", shard_index, num_shards,
-                    docs_seen["n"])
+                self.shard.add_dropped(dropped_after)
 
-    manifest["tail"] = tail
-    manifest["corpus_documents"] = docs_seen["n"]
-    counts_bytes = _count_tokens(out, entries, t_facts["vocab_size"], s_facts["vocab_size"])
+    def _close(self) -> None:
+        data, entry = _encode_shard(self.shard, self.chunks)
+        write_atomic(self.out / entry["file"], data)
+        self.entries.append(entry)
+        write_json_atomic(self.out / MANIFEST, self.manifest)
+        log.debug("wrote %s (%d examples)", entry["file"], entry["examples"])
+        self.shard = _OpenShard(self.shard.index + 1, tuple(entry["end"]))
+
+    def finish(self) -> None:
+        """Write the last shard; documents or dropped text after the last example belong to no shard."""
+        if self.shard.examples:
+            self._close()
+        else:
+            self.tail = {"documents": self.shard.documents, "characters": self.shard.characters,
+                         "dropped_characters": self.shard.dropped_characters}
+        self.manifest["tail"] = self.tail
+
+
+def _complete(out: Path, manifest: dict, documents: int) -> None:
+    """Token counts, the manifest marked complete, and shards of earlier runs that no longer belong removed."""
+    entries = manifest["shards"]
+    manifest["corpus_documents"] = documents
+    counts_bytes = _count_tokens(out, entries, manifest["teacher"]["vocab_size"], manifest["student"]["vocab_size"])
     write_atomic(out / COUNTS, counts_bytes)
     manifest["counts"] = {"file": COUNTS, "sha256": hashlib.sha256(counts_bytes).hexdigest()}
     manifest["complete"] = True
     write_json_atomic(out / MANIFEST, manifest)
     _remove_stale(out, {e["file"] for e in entries})
-    return _report(out, manifest, len(reused), workers, time.perf_counter() - started, texts, t_tokens)
 
 
 def _run_tasks(tasks: Iterator[list], cfg: _CutSettings, workers: int) -> Iterator[list]:
