@@ -721,22 +721,11 @@ def init_student(
     `eval_corpus` (optional): text whose first `eval_sentences` non-empty lines
     measure the teacher agreement of the initialised student.
     """
-    import torch
-    from transformers import BertConfig, BertForMaskedLM
-
-    from ..agreement import agreement as measure_agreement
-    from ..agreement import embed
     from ..tokenization import load_tokenizer, read_config, special_tokens
 
     started = time.perf_counter()
-    for name, value, allowed in (("embedding_init", embedding_init, EMBEDDING_INITS),
-                                 ("reduce", reduce, REDUCTIONS), ("layer_init", layer_init, LAYER_INITS)):
-        if value not in allowed:
-            raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
-    if eval_sentences < 3:
-        raise ConfigError(f"--eval-sentences must be at least 3, got {eval_sentences}")
+    _check_options(embedding_init, reduce, layer_init, eval_sentences)
     teacher_path, tok_path, out_path = Path(teacher), Path(tokenizer), Path(out)
-
     s_tok = load_tokenizer(tok_path)
     s_cfg = read_config(tok_path)
     s_roles = special_tokens(s_tok, s_cfg)
@@ -745,119 +734,39 @@ def init_student(
     groups = parse_layer_map(layer_map, t.layers)
     n_layers, d, n_heads, n_inter = _student_shape(t, layers, hidden, heads, intermediate, groups, layer_init,
                                                    reduce)
-    if layer_init != "random" and groups is None:
-        groups = ([[i] for i in evenly_spaced(n_layers, t.layers)] if layer_init == "select"
-                  else [g.tolist() for g in np.array_split(np.arange(t.layers), n_layers)])
-    if layer_init == "random":
-        groups = None
+    groups = _layer_groups(groups, layer_init, n_layers, t.layers)
     tmp = _prepare_out(out_path)
     try:
-        t_tok = t_cfg = token_map = None
-        if embedding_init == "fvt" or eval_corpus is not None or t.head is not None:
-            t_tok = load_tokenizer(teacher_path)
-            t_cfg = read_config(teacher_path)
-            t_vocab = t_tok.get_vocab_size(with_added_tokens=True)
-            if t_vocab > t.word.shape[0]:
-                raise ModelError(
-                    f"{teacher_path}: its tokenizer has {t_vocab} tokens but the model only {t.word.shape[0]} "
-                    "embedding rows: the tokenizer does not belong to this model")
-        if embedding_init == "fvt" or t.head is not None:
-            token_map = build_token_map(s_tok, t_tok, student_config=s_cfg, teacher_config=t_cfg)
-
-        # Width map fitted on the teacher's word embeddings.
-        notes = []
-        if d == t.hidden:
-            p, explained = None, 1.0
-        elif reduce == "pca":
-            p_np, explained = pca_projection(t.word.numpy(), d)
-            p = torch.from_numpy(p_np).float()
-        else:
-            p = None
-            explained = _variance_kept(t.word.numpy(), np.eye(t.hidden)[:, :d])
-        width = _Width(p, d)
-
-        vocab_size = s_tok.get_vocab_size(with_added_tokens=True)
-        config = BertConfig(
-            vocab_size=vocab_size, hidden_size=d, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-            intermediate_size=n_inter, hidden_act=t.hidden_act, hidden_dropout_prob=t.hidden_dropout,
-            attention_probs_dropout_prob=t.attention_dropout, max_position_embeddings=t.position.shape[0],
-            type_vocab_size=t.token_type.shape[0] if t.token_type is not None else 2,
-            initializer_range=t.initializer_range, layer_norm_eps=t.layer_norm_eps,
-            pad_token_id=s_roles["pad"], bos_token_id=s_roles.get("cls", s_roles.get("bos")),
-            eos_token_id=s_roles.get("sep", s_roles.get("eos")), tie_word_embeddings=True,
-        )
-        config.architectures = ["BertForMaskedLM"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            student = BertForMaskedLM(config)
-        student.eval()
-        sd = student.state_dict()
-        new: dict[str, torch.Tensor] = {}
-        if embedding_init == "fvt":
-            new["bert.embeddings.word_embeddings.weight"] = width.rows(
-                token_map.apply(t.word, noise=FALLBACK_NOISE, seed=seed))
-        new["bert.embeddings.position_embeddings.weight"] = width.rows(t.position)
-        if t.token_type is not None:
-            new["bert.embeddings.token_type_embeddings.weight"] = width.rows(t.token_type)
-        else:  # DistilBERT has no segments: zero rows leave the sum unchanged
-            new["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(config.type_vocab_size, d)
-        new["bert.embeddings.LayerNorm.weight"] = width.gain(t.emb_ln[0])
-        new["bert.embeddings.LayerNorm.bias"] = width.rows(t.emb_ln[1])
-        if groups is not None:
-            for n, group in enumerate(groups):
-                src = t.layer[group[0]] if len(group) == 1 else {
-                    k: torch.stack([t.layer[g][k] for g in group]).mean(dim=0) for k in t.layer[group[0]]}
-                reduced = _reduce_layer(src, width, reduce, t, n_heads, n_inter)
-                for name, (bert_key, _) in _LAYER_KEYS.items():
-                    for part in ("weight", "bias"):
-                        new[f"bert.encoder.layer.{n}.{bert_key}.{part}"] = reduced[f"{name}.{part}"]
-        mlm_head = "random"
-        if t.head is not None:
-            h = t.head
-            new["cls.predictions.transform.dense.weight"] = width.writer(width.reader(h["dense.weight"]))
-            new["cls.predictions.transform.dense.bias"] = width.rows(h["dense.bias"])
-            new["cls.predictions.transform.LayerNorm.weight"] = width.gain(h["ln.weight"])
-            new["cls.predictions.transform.LayerNorm.bias"] = width.rows(h["ln.bias"])
-            new["cls.predictions.bias"] = token_map.apply(h["bias"])
-            mlm_head = "teacher"
-        else:
-            notes.append("the teacher has no MLM head: the student's MLM transform starts random")
-        with torch.no_grad():
-            for key, value in new.items():
-                if sd[key].shape != value.shape:
-                    raise AssertionError(f"{key}: built {tuple(value.shape)}, student has {tuple(sd[key].shape)}")
-                sd[key].copy_(value)
-
-        agreement_value = None
-        n_sentences = 0
+        t_tok, token_map = _teacher_tokens(teacher_path, t, s_tok, s_cfg,
+                                           embedding_init == "fvt" or eval_corpus is not None,
+                                           embedding_init == "fvt")
+        width, explained = _width_map(t, d, reduce)
+        config = _student_config(t, s_tok, s_roles, n_layers, d, n_heads, n_inter)
+        student = _random_student(config, seed)
+        weights, mlm_head, notes = _initial_weights(t, width, token_map, groups, config, reduce, n_heads, n_inter,
+                                                    embedding_init, seed)
+        _load_weights(student, weights)
+        agreement_value, n_sentences = None, 0
         if eval_corpus is not None:
-            sentences = _read_sentences(eval_corpus, eval_sentences)
-            n_sentences = len(sentences)
-            t_emb = embed(model_t, t_tok, sentences, 32, 128, "cpu")
-            agreement_value = measure_agreement(model_t, t_tok, student, s_tok, sentences,
-                                                teacher_embeddings=t_emb, device="cpu")
-
+            agreement_value, n_sentences = _agreement(model_t, t_tok, student, s_tok, eval_corpus, eval_sentences)
         student.save_pretrained(str(tmp))
         _copy_tokenizer(tok_path, tmp, s_roles, s_tok, config.max_position_embeddings)
-        s_params = sum(p_.numel() for p_ in student.parameters())
-        s_emb = sum(sd[k].numel() for k in ("bert.embeddings.word_embeddings.weight",
-                                            "bert.embeddings.position_embeddings.weight",
-                                            "bert.embeddings.token_type_embeddings.weight"))
         report = InitReport(
             teacher=str(teacher_path), tokenizer=str(tok_path), out=str(out_path),
             teacher_architecture=t.architecture, student_architecture="BertForMaskedLM",
             teacher_shape={"layers": t.layers, "hidden": t.hidden, "heads": t.heads,
                            "intermediate": t.intermediate, "vocab": int(t.word.shape[0])},
             student_shape={"layers": n_layers, "hidden": d, "heads": n_heads, "intermediate": n_inter,
-                           "vocab": vocab_size},
+                           "vocab": config.vocab_size},
             embedding_init=embedding_init, reduce=reduce, layer_init=layer_init, layer_map=groups,
             mlm_head=mlm_head, explained_variance=round(explained, 6),
-            coverage=token_map.counts() if embedding_init == "fvt" else {"random": vocab_size},
+            coverage=token_map.counts() if embedding_init == "fvt" else {"random": config.vocab_size},
             teacher_parameters=t.parameters, teacher_embedding_parameters=t.embedding_parameters,
-            student_parameters=s_params, student_embedding_parameters=s_emb,
-            compression=round(t.parameters / s_params, 4), teacher_bytes=_weights_bytes(teacher_path),
-            student_bytes=_weights_bytes(tmp), agreement=agreement_value, eval_sentences=n_sentences,
-            seed=seed, notes=notes,
+            student_parameters=sum(p_.numel() for p_ in student.parameters()),
+            student_embedding_parameters=_embedding_parameters(student),
+            compression=round(t.parameters / sum(p_.numel() for p_ in student.parameters()), 4),
+            teacher_bytes=_weights_bytes(teacher_path), student_bytes=_weights_bytes(tmp),
+            agreement=agreement_value, eval_sentences=n_sentences, seed=seed, notes=notes,
         )
         report.seconds = round(time.perf_counter() - started, 3)
         (tmp / "init_report.json").write_text(report.to_json() + "\n", encoding="utf-8")
@@ -867,3 +776,159 @@ def init_student(
         raise
     log.info("init-student: wrote %s in %.1f s", out_path, report.seconds)
     return report
+
+
+def _check_options(embedding_init: str, reduce: str, layer_init: str, eval_sentences: int) -> None:
+    for name, value, allowed in (("embedding_init", embedding_init, EMBEDDING_INITS),
+                                 ("reduce", reduce, REDUCTIONS), ("layer_init", layer_init, LAYER_INITS)):
+        if value not in allowed:
+            raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
+    if eval_sentences < 3:
+        raise ConfigError(f"--eval-sentences must be at least 3, got {eval_sentences}")
+
+
+def _layer_groups(groups: list[list[int]] | None, layer_init: str, n_layers: int,
+                  teacher_layers: int) -> list[list[int]] | None:
+    """The teacher layers each student layer starts from (None: random layers)."""
+    if layer_init == "random":
+        return None
+    if groups is not None:
+        return groups
+    if layer_init == "select":
+        return [[i] for i in evenly_spaced(n_layers, teacher_layers)]
+    return [g.tolist() for g in np.array_split(np.arange(teacher_layers), n_layers)]
+
+
+def _teacher_tokens(teacher_path: Path, t: TeacherWeights, s_tok: Any, s_cfg: dict, need_tokenizer: bool,
+                    fvt: bool) -> tuple[Any, Any]:
+    """(the teacher's tokenizer, the student -> teacher token map), each only when something needs it."""
+    from ..tokenization import load_tokenizer, read_config
+
+    t_tok = token_map = None
+    if need_tokenizer or t.head is not None:
+        t_tok = load_tokenizer(teacher_path)
+        t_vocab = t_tok.get_vocab_size(with_added_tokens=True)
+        if t_vocab > t.word.shape[0]:
+            raise ModelError(f"{teacher_path}: its tokenizer has {t_vocab} tokens but the model only "
+                             f"{t.word.shape[0]} embedding rows: the tokenizer does not belong to this model")
+        if fvt or t.head is not None:
+            token_map = build_token_map(s_tok, t_tok, student_config=s_cfg, teacher_config=read_config(teacher_path))
+    return t_tok, token_map
+
+
+def _width_map(t: TeacherWeights, d: int, reduce: str) -> tuple["_Width", float]:
+    """The teacher -> student width map fitted on the teacher's word embeddings, and the variance it keeps."""
+    import torch
+
+    if d == t.hidden:
+        return _Width(None, d), 1.0
+    if reduce == "pca":
+        p_np, explained = pca_projection(t.word.numpy(), d)
+        return _Width(torch.from_numpy(p_np).float(), d), explained
+    return _Width(None, d), _variance_kept(t.word.numpy(), np.eye(t.hidden)[:, :d])
+
+
+def _student_config(t: TeacherWeights, s_tok: Any, s_roles: dict[str, int], n_layers: int, d: int, n_heads: int,
+                    n_inter: int) -> Any:
+    from transformers import BertConfig
+
+    config = BertConfig(
+        vocab_size=s_tok.get_vocab_size(with_added_tokens=True), hidden_size=d, num_hidden_layers=n_layers,
+        num_attention_heads=n_heads, intermediate_size=n_inter, hidden_act=t.hidden_act,
+        hidden_dropout_prob=t.hidden_dropout, attention_probs_dropout_prob=t.attention_dropout,
+        max_position_embeddings=t.position.shape[0],
+        type_vocab_size=t.token_type.shape[0] if t.token_type is not None else 2,
+        initializer_range=t.initializer_range, layer_norm_eps=t.layer_norm_eps,
+        pad_token_id=s_roles["pad"], bos_token_id=s_roles.get("cls", s_roles.get("bos")),
+        eos_token_id=s_roles.get("sep", s_roles.get("eos")), tie_word_embeddings=True,
+    )
+    config.architectures = ["BertForMaskedLM"]
+    return config
+
+
+def _random_student(config: Any, seed: int) -> Any:
+    """A seeded random BertForMaskedLM (the global RNG left as it was)."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = BertForMaskedLM(config)
+    return student.eval()
+
+
+def _initial_weights(t: TeacherWeights, width: "_Width", token_map: Any, groups: list[list[int]] | None, config: Any,
+                     reduce: str, n_heads: int, n_inter: int, embedding_init: str,
+                     seed: int) -> tuple[dict[str, Any], str, list[str]]:
+    """(student weights taken from the teacher's, where the MLM head came from, notes)."""
+    new = _embedding_weights(t, width, token_map, config, embedding_init, seed)
+    for n, group in enumerate(groups or []):
+        src = t.layer[group[0]] if len(group) == 1 else {
+            k: _mean_of([t.layer[g][k] for g in group]) for k in t.layer[group[0]]}
+        reduced = _reduce_layer(src, width, reduce, t, n_heads, n_inter)
+        for name, (bert_key, _) in _LAYER_KEYS.items():
+            for part in ("weight", "bias"):
+                new[f"bert.encoder.layer.{n}.{bert_key}.{part}"] = reduced[f"{name}.{part}"]
+    if t.head is None:
+        return new, "random", ["the teacher has no MLM head: the student's MLM transform starts random"]
+    h = t.head
+    new["cls.predictions.transform.dense.weight"] = width.writer(width.reader(h["dense.weight"]))
+    new["cls.predictions.transform.dense.bias"] = width.rows(h["dense.bias"])
+    new["cls.predictions.transform.LayerNorm.weight"] = width.gain(h["ln.weight"])
+    new["cls.predictions.transform.LayerNorm.bias"] = width.rows(h["ln.bias"])
+    new["cls.predictions.bias"] = token_map.apply(h["bias"])
+    return new, "teacher", []
+
+
+def _mean_of(tensors: list[Any]) -> Any:
+    import torch
+
+    return torch.stack(tensors).mean(dim=0)
+
+
+def _embedding_weights(t: TeacherWeights, width: "_Width", token_map: Any, config: Any, embedding_init: str,
+                       seed: int) -> dict[str, Any]:
+    import torch
+
+    new: dict[str, Any] = {}
+    if embedding_init == "fvt":
+        new["bert.embeddings.word_embeddings.weight"] = width.rows(
+            token_map.apply(t.word, noise=FALLBACK_NOISE, seed=seed))
+    new["bert.embeddings.position_embeddings.weight"] = width.rows(t.position)
+    if t.token_type is not None:
+        new["bert.embeddings.token_type_embeddings.weight"] = width.rows(t.token_type)
+    else:  # DistilBERT has no segments: zero rows leave the sum unchanged
+        new["bert.embeddings.token_type_embeddings.weight"] = torch.zeros(config.type_vocab_size, width.width)
+    new["bert.embeddings.LayerNorm.weight"] = width.gain(t.emb_ln[0])
+    new["bert.embeddings.LayerNorm.bias"] = width.rows(t.emb_ln[1])
+    return new
+
+
+def _load_weights(student: Any, weights: dict[str, Any]) -> None:
+    import torch
+
+    sd = student.state_dict()
+    with torch.no_grad():
+        for key, value in weights.items():
+            if sd[key].shape != value.shape:
+                raise AssertionError(f"{key}: built {tuple(value.shape)}, student has {tuple(sd[key].shape)}")
+            sd[key].copy_(value)
+
+
+def _embedding_parameters(student: Any) -> int:
+    sd = student.state_dict()
+    return sum(sd[k].numel() for k in ("bert.embeddings.word_embeddings.weight",
+                                       "bert.embeddings.position_embeddings.weight",
+                                       "bert.embeddings.token_type_embeddings.weight"))
+
+
+def _agreement(model_t: Any, t_tok: Any, student: Any, s_tok: Any, eval_corpus: Any,
+               eval_sentences: int) -> tuple[float, int]:
+    """Teacher agreement of the initialised student on the first lines of `eval_corpus`."""
+    from ..agreement import agreement as measure_agreement
+    from ..agreement import embed
+
+    sentences = _read_sentences(eval_corpus, eval_sentences)
+    t_emb = embed(model_t, t_tok, sentences, 32, 128, "cpu")
+    value = measure_agreement(model_t, t_tok, student, s_tok, sentences, teacher_embeddings=t_emb, device="cpu")
+    return value, len(sentences)
