@@ -331,14 +331,40 @@ def demo(
     (default: a held-out slice of the default corpus, or the corpus itself when you pass one). sts / tasks:
     as in `evaluate`; by default STS-B dev from VOCABSHRINK_DATA (or ../shared/data) when it is there.
     """
-    from .evaluate import evaluate
-    from .align import align
-    from .init_student import init_student
-    from .distill import distill
-    from .build_vocab import build_vocab
-
     cfg = DemoSettings.for_mode(quick)
-    root = Path(out)
+    root = _fresh_root(Path(out), overwrite)
+    teacher_dir = _teacher_path(teacher)
+    report = DemoReport(str(root), teacher_dir, [], [], quick, asdict(cfg))
+
+    def stage(name: str, folder: str) -> Path:
+        report.stages[name] = str(root / folder)
+        log.info("demo: %s -> %s", name, root / folder)
+        return root / folder
+
+    t0 = time.perf_counter()
+    report.corpus, report.eval_corpus = _corpora(stage("corpus", "corpus"), corpus, eval_corpus, cfg, quick)
+    report.seconds["corpus"] = time.perf_counter() - t0
+    stages = _Stages(root, teacher_dir, cfg, quick, seed, device, progress, 20_000 if quick and corpus else None)
+    for name, folder, run in (("build-vocab", "student-tok", stages.build_vocab), ("align", "shards", stages.align),
+                              ("init-student", "student-init", stages.init_student), ("distill", "run", stages.distill)):
+        t0 = time.perf_counter()
+        stage(name, folder)
+        run(report)
+        report.seconds[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stage("evaluate", "report")
+    stages.evaluate(report, sts, tasks)
+    report.seconds["evaluate"] = time.perf_counter() - t0
+    if report.evaluation.sts and not quick:
+        t0 = time.perf_counter()
+        report.baselines = model2vec_baseline(teacher_dir, report.evaluation, stage("model2vec", "model2vec"))
+        report.seconds["model2vec"] = time.perf_counter() - t0
+    write_atomic(root / "demo_report.json", report.to_json() + "\n")
+    return report
+
+
+def _fresh_root(root: Path, overwrite: bool) -> Path:
+    """The demo folder, emptied of an earlier demo's stages with `overwrite` (refused without it)."""
     existing = [name for name in STAGES if (root / name).exists()]
     if existing and not overwrite:
         raise ConfigError(f"{root}: holds an earlier demo ({', '.join(existing)}); pass --overwrite to redo it "
@@ -346,73 +372,90 @@ def demo(
     for name in existing:
         shutil.rmtree(root / name)
     root.mkdir(parents=True, exist_ok=True)
-    teacher_dir = _teacher_path(teacher)
-    report = DemoReport(str(root), teacher_dir, [], [], quick, asdict(cfg))
+    return root
 
-    def stage(name: str, path: Path) -> Any:
-        report.stages[name] = str(path)
-        log.info("demo: %s -> %s", name, path)
-        return time.perf_counter()
 
-    t0 = stage("corpus", root / "corpus")
+def _corpora(folder: Path, corpus: Sequence[str | os.PathLike] | None,
+             eval_corpus: Sequence[str | os.PathLike] | None, cfg: DemoSettings,
+             quick: bool) -> tuple[list[str], list[str]]:
+    """(training files, held-out files): the user's, or the docstrings (+ the shared sentences when present)."""
     if corpus:
         train_files = [str(c) for c in corpus]
-        valid_files = [str(c) for c in eval_corpus] if eval_corpus else train_files
-    else:
-        train, valid = default_corpus(root / "corpus", max_chars=cfg.corpus_chars)
-        train_files, valid_files = [str(train)], [str(c) for c in eval_corpus] if eval_corpus else [str(valid)]
-        data = _data_dir()
-        if not quick and (data / "en" / "tatoeba" / "sentences.txt").is_file():
-            # more and more varied sentences than docstrings hold: the shared English training text (no STS-B)
-            shared, _, counts = shared_sentences(data, root / "corpus" / "shared")
-            train_files.append(str(shared))
-            log.info("demo: adding %s sentences from %s", counts, data)
-    report.corpus, report.eval_corpus = train_files, valid_files
-    report.seconds["corpus"] = time.perf_counter() - t0
-    max_lines = 20_000 if quick and corpus else None
+        return train_files, [str(c) for c in eval_corpus] if eval_corpus else train_files
+    train, valid = default_corpus(folder, max_chars=cfg.corpus_chars)
+    train_files, valid_files = [str(train)], [str(c) for c in eval_corpus] if eval_corpus else [str(valid)]
+    data = _data_dir()
+    if not quick and (data / "en" / "tatoeba" / "sentences.txt").is_file():
+        # more and more varied sentences than docstrings hold: the shared English training text (no STS-B)
+        shared, _, counts = shared_sentences(data, folder / "shared")
+        train_files.append(str(shared))
+        log.info("demo: adding %s sentences from %s", counts, data)
+    return train_files, valid_files
 
-    t0 = stage("build-vocab", root / "student-tok")
-    build_vocab(train_files, size=cfg.vocab_size, teacher=teacher_dir, out=str(root / "student-tok"),
-                max_lines=max_lines, seed=seed, progress=progress)
-    report.seconds["build-vocab"] = time.perf_counter() - t0
 
-    t0 = stage("align", root / "shards")
-    # sentence-sized examples: the size of what sentence-similarity tasks score
-    align(train_files, teacher=teacher_dir, student=str(root / "student-tok"), out=str(root / "shards"),
-          max_length=cfg.max_length, alignment="split", split="sentence", max_lines=max_lines, progress=progress,
-          workers=1 if quick else 2)
-    align(valid_files, teacher=teacher_dir, student=str(root / "student-tok"), out=str(root / "shards-valid"),
-          max_length=cfg.max_length, alignment="split", split="sentence", max_lines=2000, progress=progress)
-    report.seconds["align"] = time.perf_counter() - t0
+@dataclass
+class _Stages:
+    """The pipeline's stages with the demo's settings, each writing into its folder of `root`."""
 
-    t0 = stage("init-student", root / "student-init")
-    init_student(teacher=teacher_dir, tokenizer=str(root / "student-tok"), out=str(root / "student-init"),
-                 layers=cfg.layers, hidden=cfg.hidden, heads=cfg.heads, intermediate=cfg.intermediate, seed=seed)
-    report.seconds["init-student"] = time.perf_counter() - t0
+    root: Path
+    teacher: str
+    cfg: DemoSettings
+    quick: bool
+    seed: int
+    device: str | None
+    progress: bool
+    max_lines: int | None
+    trained: Any = None  # distill's TrainingReport
 
-    t0 = stage("distill", root / "run")
-    trained = distill(teacher=teacher_dir, student=str(root / "student-init"), data=[str(root / "shards")],
-                      eval_data=[str(root / "shards-valid")], out=str(root / "run"), batch_size=cfg.batch_size,
-                      max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, lr=cfg.lr, max_length=cfg.max_length,
-                      # distill's default recipe (benchmarks/RESULTS.md)
-                      eval_every=max(cfg.max_steps // 5, 1), eval_batches=4, log_every=max(cfg.max_steps // 50, 1),
-                      seed=seed, device=device, progress=progress)
-    report.seconds["distill"] = time.perf_counter() - t0
+    def build_vocab(self, report: DemoReport) -> None:
+        from .build_vocab import build_vocab
 
-    t0 = stage("evaluate", root / "report")
-    if sts is None and not quick:
-        stsb = _data_dir() / "en" / "stsb" / "dev.tsv"
-        sts = [str(stsb)] if stsb.is_file() else []
-    report.evaluation = evaluate(teacher=teacher_dir, student=trained.final_dir, out=str(root / "report"),
-                                 corpus=valid_files, sts=list(sts or ()), tasks=list(tasks or ()), run=str(root / "run"),
-                                 shards=[str(root / "shards")], device=device, seed=seed,
-                                 max_length=cfg.max_length, max_sentences=cfg.eval_sentences,
-                                 max_train=cfg.max_train, speed_shapes=cfg.speed_shapes, repeats=cfg.repeats,
-                                 warmup=1)
-    report.seconds["evaluate"] = time.perf_counter() - t0
-    if report.evaluation.sts and not quick:
-        t0 = stage("model2vec", root / "model2vec")
-        report.baselines = model2vec_baseline(teacher_dir, report.evaluation, root / "model2vec")
-        report.seconds["model2vec"] = time.perf_counter() - t0
-    write_atomic(root / "demo_report.json", report.to_json() + "\n")
-    return report
+        build_vocab(report.corpus, size=self.cfg.vocab_size, teacher=self.teacher, out=str(self.root / "student-tok"),
+                    max_lines=self.max_lines, seed=self.seed, progress=self.progress)
+
+    def align(self, report: DemoReport) -> None:
+        from .align import align
+
+        # sentence-sized examples: the size of what sentence-similarity tasks score
+        common = dict(teacher=self.teacher, student=str(self.root / "student-tok"), max_length=self.cfg.max_length,
+                      alignment="split", split="sentence", progress=self.progress)
+        align(report.corpus, out=str(self.root / "shards"), max_lines=self.max_lines,
+              workers=1 if self.quick else 2, **common)
+        align(report.eval_corpus, out=str(self.root / "shards-valid"), max_lines=2000, **common)
+
+    def init_student(self, report: DemoReport) -> None:
+        from .init_student import init_student
+
+        c = self.cfg
+        init_student(teacher=self.teacher, tokenizer=str(self.root / "student-tok"),
+                     out=str(self.root / "student-init"), layers=c.layers, hidden=c.hidden, heads=c.heads,
+                     intermediate=c.intermediate, seed=self.seed)
+
+    def distill(self, report: DemoReport) -> None:
+        from .distill import distill
+
+        c = self.cfg
+        self.trained = distill(teacher=self.teacher, student=str(self.root / "student-init"),
+                               data=[str(self.root / "shards")], eval_data=[str(self.root / "shards-valid")],
+                               out=str(self.root / "run"), batch_size=c.batch_size, max_steps=c.max_steps,
+                               warmup_steps=c.warmup_steps, lr=c.lr, max_length=c.max_length,
+                               # distill's default recipe (benchmarks/RESULTS.md)
+                               eval_every=max(c.max_steps // 5, 1), eval_batches=4,
+                               log_every=max(c.max_steps // 50, 1), seed=self.seed, device=self.device,
+                               progress=self.progress)
+
+    def evaluate(self, report: DemoReport, sts: Sequence[str | os.PathLike] | None,
+                 tasks: Sequence[str] | None) -> None:
+        from .evaluate import evaluate
+
+        if sts is None and not self.quick:
+            stsb = _data_dir() / "en" / "stsb" / "dev.tsv"
+            sts = [str(stsb)] if stsb.is_file() else []
+        c = self.cfg
+        report.evaluation = evaluate(teacher=self.teacher, student=self.trained.final_dir,
+                                     out=str(self.root / "report"), corpus=report.eval_corpus,
+                                     sts=list(sts or ()), tasks=list(tasks or ()), run=str(self.root / "run"),
+                                     shards=[str(self.root / "shards")], device=self.device, seed=self.seed,
+                                     max_length=c.max_length, max_sentences=c.eval_sentences,
+                                     max_train=c.max_train, speed_shapes=c.speed_shapes, repeats=c.repeats,
+                                     warmup=1)

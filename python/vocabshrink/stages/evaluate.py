@@ -916,18 +916,7 @@ def evaluate(
 
     if isinstance(corpus, (str, os.PathLike)):
         corpus = [corpus]
-    if batch_size < 1 or max_length < 4 or max_sentences < 2:
-        raise ConfigError("batch_size must be >= 1, max_length >= 4 and max_sentences >= 2")
-    if repeats < 1 or warmup < 0:
-        raise ConfigError("repeats must be >= 1 and warmup >= 0")
-    task_specs = [parse_task(t) for t in tasks]  # fail on a bad spec before any model loads
-    for name, train, test in task_specs:
-        for f in (train, test):
-            if not Path(f).is_file():
-                raise CorpusError(f"{f}: no such file (task {name!r})")
-    for f in sts:
-        if not Path(f).is_file():
-            raise CorpusError(f"{f}: no such file (--sts)")
+    task_specs = _check_inputs(sts, tasks, batch_size, max_length, max_sentences, repeats, warmup)
     metrics = read_metrics(run) if run is not None else None
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -937,57 +926,87 @@ def evaluate(
     t = _load(teacher, dev, max_length)
     s = _load(student, dev, max_length)
     proj = _load_projection(s.path)
-    notes: list[str] = []
-    t_size, s_size = _model_size(t), _model_size(s)
-    ratio = {"params": t_size.params_m / s_size.params_m,
-             "embedding_params": t_size.embedding_params_m / s_size.embedding_params_m,
-             "vocab": t_size.vocab_k / s_size.vocab_k,
-             "disk": t_size.disk_mb / s_size.disk_mb if s_size.disk_mb else float("nan")}
-    report = EvalReport(str(teacher), str(student), str(out_dir), str(dev), seed, {"teacher": t_size, "student": s_size},
-                        ratio, notes=notes,
-                        embedding_method=f"attention-masked mean of the last hidden layer, at most {max_length} "
-                                         "tokens (special tokens included), cosine similarity")
+    report = _new_report(teacher, student, out_dir, dev, seed, t, s, max_length)
     if proj is None:
-        notes.append(f"the student has no {PROJECTION_FILE}: only raw student embeddings are scored")
-
+        report.notes.append(f"the student has no {PROJECTION_FILE}: only raw student embeddings are scored")
     if speed:
         log.info("measuring speed at %s", list(speed_shapes))
         report.speed, report.speed_method = _speed(t, s, speed_shapes, warmup, repeats, threads, seed)
-
     if corpus:
-        sentences = _corpus_sentences(corpus, max_sentences)
-        log.info("fidelity on %d held-out sentences", len(sentences))
-        acc, masked = _mlm_accuracy(s, sentences, batch_size, dev, seed)
-        t_acc = _mlm_accuracy(t, sentences, batch_size, dev, seed)[0] if t.has_mlm_head else None
-        if not s.has_mlm_head:
-            notes.append("the student has no MLM head: MLM accuracy not measured")
-        report.fidelity = Fidelity([str(c) for c in corpus], len(sentences),
-                                   _agreement(t, s, sentences, batch_size, dev), acc, masked, t_acc)
-        if not shards:
-            report.fertility = _fertility(t, s, sentences)
-        report.retrieval = _retrieval([str(c) for c in corpus], t, s, proj, sentences, batch_size, dev)
-        if report.retrieval is None:
-            notes.append("drop-in retrieval not measured: fewer than 20 held-out lines of 8+ words, or the student "
-                         "has neither a projection nor the teacher's width")
+        _held_out(report, [str(c) for c in corpus], t, s, proj, max_sentences, batch_size, dev, seed,
+                  fertility=not shards)
     if shards:
         report.fertility = _shard_fertility(shards, t, s)
-
     for f in sts:
         log.info("STS on %s", f)
         report.sts.append(_sts(str(f), t, s, proj, batch_size, dev))
     for name, train, test in task_specs:
         log.info("probe %s", name)
         report.tasks.append(_probe(name, train, test, t, s, batch_size, dev, seed, max_train))
-
     if plots:
-        made = [_plot_size_speed(report, out_dir), _plot_quality(report, out_dir)]
-        if metrics is not None:
-            made.append(_plot_losses(metrics, out_dir))
-            if made[-1] is None:
-                notes.append(f"{run}: metrics.jsonl holds no loss values to plot")
-        if report.fertility is not None:
-            made.append(_plot_fertility(report.fertility, out_dir))
-        report.plots = [str(p) for p in made if p is not None]
+        _plots(report, metrics, run, out_dir)
     write_atomic(out_dir / "report.json", report.to_json() + "\n")
     write_atomic(out_dir / "report.md", report.to_markdown())
     return report
+
+
+def _check_inputs(sts: Sequence[str | os.PathLike], tasks: Sequence[Any], batch_size: int, max_length: int,
+                  max_sentences: int, repeats: int, warmup: int) -> list[tuple[str, str, str]]:
+    """The parsed task specs; ConfigError/CorpusError for a bad value or a missing file, before any model loads."""
+    if batch_size < 1 or max_length < 4 or max_sentences < 2:
+        raise ConfigError("batch_size must be >= 1, max_length >= 4 and max_sentences >= 2")
+    if repeats < 1 or warmup < 0:
+        raise ConfigError("repeats must be >= 1 and warmup >= 0")
+    task_specs = [parse_task(t) for t in tasks]
+    for name, train, test in task_specs:
+        for f in (train, test):
+            if not Path(f).is_file():
+                raise CorpusError(f"{f}: no such file (task {name!r})")
+    for f in sts:
+        if not Path(f).is_file():
+            raise CorpusError(f"{f}: no such file (--sts)")
+    return task_specs
+
+
+def _new_report(teacher: Any, student: Any, out_dir: Path, dev: Any, seed: int, t: _Loaded, s: _Loaded,
+                max_length: int) -> "EvalReport":
+    """The report with the models' sizes and their ratios; the measures fill it in."""
+    t_size, s_size = _model_size(t), _model_size(s)
+    ratio = {"params": t_size.params_m / s_size.params_m,
+             "embedding_params": t_size.embedding_params_m / s_size.embedding_params_m,
+             "vocab": t_size.vocab_k / s_size.vocab_k,
+             "disk": t_size.disk_mb / s_size.disk_mb if s_size.disk_mb else float("nan")}
+    return EvalReport(str(teacher), str(student), str(out_dir), str(dev), seed, {"teacher": t_size, "student": s_size},
+                      ratio, notes=[],
+                      embedding_method=f"attention-masked mean of the last hidden layer, at most {max_length} "
+                                       "tokens (special tokens included), cosine similarity")
+
+
+def _held_out(report: "EvalReport", corpus: list[str], t: _Loaded, s: _Loaded, proj: Any, max_sentences: int,
+              batch_size: int, dev: Any, seed: int, fertility: bool) -> None:
+    """Fidelity (agreement, MLM accuracy), fertility and drop-in retrieval on held-out text."""
+    sentences = _corpus_sentences(corpus, max_sentences)
+    log.info("fidelity on %d held-out sentences", len(sentences))
+    acc, masked = _mlm_accuracy(s, sentences, batch_size, dev, seed)
+    t_acc = _mlm_accuracy(t, sentences, batch_size, dev, seed)[0] if t.has_mlm_head else None
+    if not s.has_mlm_head:
+        report.notes.append("the student has no MLM head: MLM accuracy not measured")
+    report.fidelity = Fidelity(corpus, len(sentences), _agreement(t, s, sentences, batch_size, dev), acc, masked,
+                               t_acc)
+    if fertility:
+        report.fertility = _fertility(t, s, sentences)
+    report.retrieval = _retrieval(corpus, t, s, proj, sentences, batch_size, dev)
+    if report.retrieval is None:
+        report.notes.append("drop-in retrieval not measured: fewer than 20 held-out lines of 8+ words, or the "
+                            "student has neither a projection nor the teacher's width")
+
+
+def _plots(report: "EvalReport", metrics: Any, run: Any, out_dir: Path) -> None:
+    made = [_plot_size_speed(report, out_dir), _plot_quality(report, out_dir)]
+    if metrics is not None:
+        made.append(_plot_losses(metrics, out_dir))
+        if made[-1] is None:
+            report.notes.append(f"{run}: metrics.jsonl holds no loss values to plot")
+    if report.fertility is not None:
+        made.append(_plot_fertility(report.fertility, out_dir))
+    report.plots = [str(p) for p in made if p is not None]

@@ -142,105 +142,132 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
     sums: dict[str, torch.Tensor] = {}
     rows = _rows(batch, setup)
     need_teacher = setup.need_states or setup.need_logits
-    t_out = None
-    if need_teacher:
-        with torch.no_grad():
-            t_model = teacher if setup.need_logits else encoder(teacher)
-            t_out = t_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
-                            output_hidden_states=setup.need_states)
-    offsets_hidden = setup.mode == "offsets" and setup.need_hidden
-    offsets_logits = setup.mode == "offsets" and setup.need_logits
-    offsets_sentence = setup.mode == "offsets" and setup.need_sentences
-
-    # Pass 1: the student over its own tokens, MLM-masked when the MLM loss is on (else the text as it is). The
-    # vocabulary head runs on the masked positions only (15% of them) unless the offsets-mode KL needs every
-    # position's logits: at a 264-wide student the full head costs about as much as the encoder.
-    own = own_states = None
-    own_ids = batch["student_input_ids"] if setup.mlm_weight > 0 else batch["student_original_ids"]
-    if setup.mlm_weight > 0 or offsets_hidden or offsets_logits or offsets_sentence:
-        head = _mlm_head(student)
-        want_states = offsets_hidden or offsets_sentence
-        with autocast:
-            if head is None or offsets_logits:
-                own = student(input_ids=own_ids, attention_mask=batch["student_attention_mask"],
-                              output_hidden_states=want_states)
-                own_states = own.hidden_states
-                if setup.mlm_weight > 0:
-                    sums["mlm"] = L.mlm_loss(own.logits, batch["mlm_labels"], reduction="sum")
-            else:
-                enc = encoder(student)(input_ids=own_ids, attention_mask=batch["student_attention_mask"],
-                                       output_hidden_states=want_states)
-                own_states = enc.hidden_states
-                if setup.mlm_weight > 0:
-                    labels = batch["mlm_labels"]
-                    picked = labels != -100
-                    logits = head(enc.last_hidden_state[picked])
-                    sums["mlm"] = L.mlm_loss(logits, labels[picked], reduction="sum")
-
-    # Pass 2 (split mode): the student over the teacher's tokens split by the student vocabulary.
-    split_out = None
-    if setup.mode == "split" and need_teacher:
-        split = batch["split"]
-        model = student if setup.need_logits else encoder(student)
-        with autocast:
-            split_out = model(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
-                              output_hidden_states=setup.need_states)
-
+    t_out = _teacher_forward(teacher, batch, setup) if need_teacher else None
+    own, own_states = _own_pass(student, batch, setup, autocast, sums)
+    split_out = _split_pass(student, batch, setup, autocast) if setup.mode == "split" and need_teacher else None
+    s_states = split_out.hidden_states if split_out is not None else own_states
     if setup.need_hidden:
-        mse = cos = 0.0
-        s_states = split_out.hidden_states if setup.mode == "split" else own_states
-        mask = rows["hidden"]
-        for s_layer, t_layer in setup.layer_map:
-            s_h, t_h = _paired_states(s_states, t_out.hidden_states, (s_layer, t_layer), batch, setup.mode)
-            if projection is not None:
-                s_h = projection(s_h, s_layer, t_layer)
-            if setup.mse_weight > 0:
-                mse = mse + L.hidden_mse(s_h, t_h, mask, reduction="sum")
-            if setup.cosine_weight > 0:
-                cos = cos + L.hidden_cosine(s_h, t_h, mask, reduction="sum")
-        if setup.mse_weight > 0:
-            sums["mse"] = mse
-        if setup.cosine_weight > 0:
-            sums["cosine"] = cos
-
+        sums.update(_hidden_losses(s_states, t_out.hidden_states, projection, batch, setup, rows["hidden"]))
     if setup.need_sentences:
-        # the sentence embedding the way sentence-transformers and `evaluate` make it: the mean over all tokens
-        s_layer, t_layer = setup.sentence_pair
-        t_sent = mean_pool(t_out.hidden_states[t_layer].float(), batch["teacher_attention_mask"])
-        if setup.mode == "split":
-            s_sent = mean_pool(split_out.hidden_states[s_layer].float(), batch["split"].student_mask)
-        else:
-            s_sent = mean_pool(own_states[s_layer].float(), batch["student_attention_mask"])
-        present = batch["teacher_attention_mask"].sum(1) > 0
-        projected = projection(s_sent, s_layer, t_layer) if projection is not None else None
-        if setup.similarity_weight > 0:
-            # the student's own space needs no projection; the projected one is what the exported model serves
-            sim = L.similarity_loss(s_sent, t_sent, present, reduction="sum")
-            if projected is not None:
-                sim = 0.5 * (sim + L.similarity_loss(projected, t_sent, present, reduction="sum"))
-            sums["similarity"] = sim
-        if setup.sentence_weight > 0:
-            s_sent = projected if projected is not None else s_sent
-            sums["sentence"] = L.hidden_cosine(s_sent, t_sent, present, reduction="sum")
-
+        sums.update(_sentence_losses(s_states, t_out.hidden_states, projection, batch, setup))
     if setup.need_logits:
-        t_logits = t_out.logits.float()
-        if setup.mode == "split":
-            pooled = L.span_mean(split_out.logits.float(), batch["split"])  # [B, Lt, V_S]
-            t_rows = t_logits
-        else:
-            pooled = L.chunk_mean(own.logits.float(), batch["chunks"], "student")  # [B, C, V_S]
-            t_rows = L.chunk_mean(t_logits, batch["chunks"], "teacher")  # one teacher token: its own logits
-        if setup.kl_weight > 0:
-            m = rows["kl"]
-            sums["kl"] = L.reduce_kl(pooled[m], t_rows[m], setup.reduce_map, setup.temperature, setup.sum_probs,
-                                     reduction="sum")
-        if setup.match_weight > 0:
-            m = rows["match"]
-            shared_t = torch.nonzero(setup.shared_teacher >= 0).flatten()
-            shared_s = setup.shared_teacher[shared_t]
-            sums["match"] = L.match_kl(pooled[m], t_rows[m], shared_t, shared_s, setup.temperature, reduction="sum")
+        s_logits = split_out.logits if split_out is not None else own.logits
+        sums.update(_logit_losses(s_logits, t_out.logits, batch, setup, rows))
     return sums
+
+
+def _teacher_forward(teacher: torch.nn.Module, batch: dict[str, Any], setup: LossSetup) -> Any:
+    with torch.no_grad():
+        t_model = teacher if setup.need_logits else encoder(teacher)
+        return t_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                       output_hidden_states=setup.need_states)
+
+
+def _own_pass(student: torch.nn.Module, batch: dict[str, Any], setup: LossSetup, autocast: Any,
+              sums: dict[str, torch.Tensor]) -> tuple[Any, Any]:
+    """Pass 1: the student over its own tokens, MLM-masked when the MLM loss is on (else the text as it is).
+
+    Returns (the output with logits, or None; its hidden states) and puts the MLM sum into `sums`. The
+    vocabulary head runs on the masked positions only (15% of them) unless the offsets-mode KL needs every
+    position's logits: at a 264-wide student the full head costs about as much as the encoder.
+    """
+    offsets = setup.mode == "offsets"
+    offsets_hidden, offsets_logits = offsets and setup.need_hidden, offsets and setup.need_logits
+    offsets_sentence = offsets and setup.need_sentences
+    if not (setup.mlm_weight > 0 or offsets_hidden or offsets_logits or offsets_sentence):
+        return None, None
+    own_ids = batch["student_input_ids"] if setup.mlm_weight > 0 else batch["student_original_ids"]
+    head = _mlm_head(student)
+    want_states = offsets_hidden or offsets_sentence
+    with autocast:
+        if head is None or offsets_logits:
+            own = student(input_ids=own_ids, attention_mask=batch["student_attention_mask"],
+                          output_hidden_states=want_states)
+            if setup.mlm_weight > 0:
+                sums["mlm"] = L.mlm_loss(own.logits, batch["mlm_labels"], reduction="sum")
+            return own, own.hidden_states
+        enc = encoder(student)(input_ids=own_ids, attention_mask=batch["student_attention_mask"],
+                               output_hidden_states=want_states)
+        if setup.mlm_weight > 0:
+            labels = batch["mlm_labels"]
+            picked = labels != -100
+            sums["mlm"] = L.mlm_loss(head(enc.last_hidden_state[picked]), labels[picked], reduction="sum")
+        return None, enc.hidden_states
+
+
+def _split_pass(student: torch.nn.Module, batch: dict[str, Any], setup: LossSetup, autocast: Any) -> Any:
+    """Pass 2 (split mode): the student over the teacher's tokens split by the student vocabulary."""
+    split = batch["split"]
+    model = student if setup.need_logits else encoder(student)
+    with autocast:
+        return model(input_ids=split.student_ids, attention_mask=split.student_mask.long(),
+                     output_hidden_states=setup.need_states)
+
+
+def _hidden_losses(s_states: Any, t_states: Any, projection: L.HiddenProjection | None, batch: dict[str, Any],
+                   setup: LossSetup, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Token-level MSE and cosine of the mapped layers (student spans averaged onto teacher tokens)."""
+    mse = cos = 0.0
+    for s_layer, t_layer in setup.layer_map:
+        s_h, t_h = _paired_states(s_states, t_states, (s_layer, t_layer), batch, setup.mode)
+        if projection is not None:
+            s_h = projection(s_h, s_layer, t_layer)
+        if setup.mse_weight > 0:
+            mse = mse + L.hidden_mse(s_h, t_h, mask, reduction="sum")
+        if setup.cosine_weight > 0:
+            cos = cos + L.hidden_cosine(s_h, t_h, mask, reduction="sum")
+    out = {}
+    if setup.mse_weight > 0:
+        out["mse"] = mse
+    if setup.cosine_weight > 0:
+        out["cosine"] = cos
+    return out
+
+
+def _sentence_losses(s_states: Any, t_states: Any, projection: L.HiddenProjection | None, batch: dict[str, Any],
+                     setup: LossSetup) -> dict[str, torch.Tensor]:
+    """The sentence-embedding cosine and the in-batch similarity loss, on mean-pooled last layers."""
+    # the sentence embedding the way sentence-transformers and `evaluate` make it: the mean over all tokens
+    s_layer, t_layer = setup.sentence_pair
+    t_sent = mean_pool(t_states[t_layer].float(), batch["teacher_attention_mask"])
+    s_mask = batch["split"].student_mask if setup.mode == "split" else batch["student_attention_mask"]
+    s_sent = mean_pool(s_states[s_layer].float(), s_mask)
+    present = batch["teacher_attention_mask"].sum(1) > 0
+    projected = projection(s_sent, s_layer, t_layer) if projection is not None else None
+    out = {}
+    if setup.similarity_weight > 0:
+        # the student's own space needs no projection; the projected one is what the exported model serves
+        sim = L.similarity_loss(s_sent, t_sent, present, reduction="sum")
+        if projected is not None:
+            sim = 0.5 * (sim + L.similarity_loss(projected, t_sent, present, reduction="sum"))
+        out["similarity"] = sim
+    if setup.sentence_weight > 0:
+        out["sentence"] = L.hidden_cosine(projected if projected is not None else s_sent, t_sent, present,
+                                          reduction="sum")
+    return out
+
+
+def _logit_losses(s_logits: torch.Tensor, t_logits: torch.Tensor, batch: dict[str, Any], setup: LossSetup,
+                  rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The reduce-map KL and the shared-vocabulary KL, on student logits pooled onto teacher tokens or chunks."""
+    t_logits = t_logits.float()
+    if setup.mode == "split":
+        pooled = L.span_mean(s_logits.float(), batch["split"])  # [B, Lt, V_S]
+        t_rows = t_logits
+    else:
+        pooled = L.chunk_mean(s_logits.float(), batch["chunks"], "student")  # [B, C, V_S]
+        t_rows = L.chunk_mean(t_logits, batch["chunks"], "teacher")  # one teacher token: its own logits
+    out = {}
+    if setup.kl_weight > 0:
+        m = rows["kl"]
+        out["kl"] = L.reduce_kl(pooled[m], t_rows[m], setup.reduce_map, setup.temperature, setup.sum_probs,
+                                reduction="sum")
+    if setup.match_weight > 0:
+        m = rows["match"]
+        shared_t = torch.nonzero(setup.shared_teacher >= 0).flatten()
+        shared_s = setup.shared_teacher[shared_t]
+        out["match"] = L.match_kl(pooled[m], t_rows[m], shared_t, shared_s, setup.temperature, reduction="sum")
+    return out
 
 
 def combine(sums: dict[str, torch.Tensor], counts: torch.Tensor, setup: LossSetup) -> tuple[torch.Tensor, dict]:
