@@ -10,6 +10,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from ..data import ShardDataset
@@ -120,41 +122,10 @@ def audit(
     t_plain, s_plain = ds.text_counts("teacher"), ds.text_counts("student")
     n_t = max(t_plain.sum(), 1.0)
     hist, mean_fertility = ds.fertility()
-    if s_unk is not None:
-        unk_in = np.concatenate(([0], np.cumsum(table.ids == s_unk)))[table.offsets]
-        split_unk = float(t_plain[np.diff(unk_in) > 0].sum() / n_t)
-    else:
-        split_unk = 0.0
-    unk_rates = {
-        "teacher": float(t_plain[t_unk] / n_t) if t_unk is not None else 0.0,
-        "student": float(s_plain[s_unk] / max(s_plain.sum(), 1.0)) if s_unk is not None else 0.0,
-        "split": split_unk,
-    }
+    unk_rates = _unk_rates(table, t_plain, s_plain, t_unk, s_unk)
     characters, dropped = total("characters"), total("dropped_characters")
 
-    samples = []
-    if len(ds) and examples > 0:
-        rng = np.random.default_rng(seed)
-        picks = sorted(rng.choice(len(ds), size=min(examples, len(ds)), replace=False).tolist())
-        for index in picks:
-            item = ds[index]
-            doc, c0, c1 = ds.source(index)
-            rows = []
-            if ds.has_chunks:
-                tb = sb = 0
-                for te, se in zip(item["teacher_chunk_ends"], item["student_chunk_ends"]):
-                    rows.append(f"{_pieces(t_vocab, item['teacher_ids'][tb:te]):<32} | "
-                                f"{_pieces(s_vocab, item['student_ids'][sb:se])}")
-                    tb, sb = int(te), int(se)
-            else:
-                for tid in item["teacher_ids"]:
-                    rows.append(f"{t_vocab[int(tid)]:<32} -> "
-                                f"{_pieces(s_vocab, table.ids[table.offsets[tid]:table.offsets[tid + 1]])}")
-            if len(rows) > max_rows:
-                rows = rows[:max_rows] + [f"... ({len(rows) - max_rows} more)"]
-            samples.append({"index": index, "document": doc, "characters": [c0, c1],
-                            "header": "teacher | student (own tokens), per common chunk" if ds.has_chunks
-                            else "teacher token -> split pieces", "rows": rows})
+    samples = _samples(ds, table, t_vocab, s_vocab, examples, seed, max_rows)
 
     return AuditReport(
         folders=[str(f) for f in folders],
@@ -181,3 +152,47 @@ def audit(
         samples=samples,
     )
 
+
+def _unk_rates(table: Any, t_plain: np.ndarray, s_plain: np.ndarray, t_unk: int | None,
+               s_unk: int | None) -> dict[str, float]:
+    """Shares of UNK: teacher tokens, student tokens, and teacher tokens whose split holds a student UNK."""
+    n_t = max(t_plain.sum(), 1.0)
+    split_unk = 0.0
+    if s_unk is not None:
+        unk_in = np.concatenate(([0], np.cumsum(table.ids == s_unk)))[table.offsets]
+        split_unk = float(t_plain[np.diff(unk_in) > 0].sum() / n_t)
+    return {
+        "teacher": float(t_plain[t_unk] / n_t) if t_unk is not None else 0.0,
+        "student": float(s_plain[s_unk] / max(s_plain.sum(), 1.0)) if s_unk is not None else 0.0,
+        "split": split_unk,
+    }
+
+
+def _samples(ds: ShardDataset, table: Any, t_vocab: list[str], s_vocab: list[str], examples: int, seed: int,
+             max_rows: int) -> list[dict[str, Any]]:
+    """`examples` seeded examples rendered as aligned pieces (per common chunk, or per teacher token)."""
+    if not len(ds) or examples <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    picks = sorted(rng.choice(len(ds), size=min(examples, len(ds)), replace=False).tolist())
+    samples = []
+    for index in picks:
+        item = ds[index]
+        doc, c0, c1 = ds.source(index)
+        rows = _chunk_rows(item, t_vocab, s_vocab) if ds.has_chunks else [
+            f"{t_vocab[int(tid)]:<32} -> {_pieces(s_vocab, table.ids[table.offsets[tid]:table.offsets[tid + 1]])}"
+            for tid in item["teacher_ids"]]
+        if len(rows) > max_rows:
+            rows = rows[:max_rows] + [f"... ({len(rows) - max_rows} more)"]
+        samples.append({"index": index, "document": doc, "characters": [c0, c1],
+                        "header": "teacher | student (own tokens), per common chunk" if ds.has_chunks
+                        else "teacher token -> split pieces", "rows": rows})
+    return samples
+
+
+def _chunk_rows(item: dict[str, Any], t_vocab: list[str], s_vocab: list[str]) -> list[str]:
+    rows, tb, sb = [], 0, 0
+    for te, se in zip(item["teacher_chunk_ends"], item["student_chunk_ends"]):
+        rows.append(f"{_pieces(t_vocab, item['teacher_ids'][tb:te]):<32} | {_pieces(s_vocab, item['student_ids'][sb:se])}")
+        tb, sb = int(te), int(se)
+    return rows
