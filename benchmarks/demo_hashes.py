@@ -10,7 +10,8 @@ plots and the markdown report, which print those figures, are listed without a h
     python benchmarks/demo_hashes.py --out /tmp/dh1 > after.txt && diff before.txt after.txt
 
 The reports record the folder's path: compare lists made with the same --out
-(benchmarks/results/demo_hashes_c46e75d.txt, the code before the restructuring: --out /tmp/dh1).
+(benchmarks/results/demo_hashes_c46e75d.txt, the code before the restructuring; demo_hashes_schedules.txt,
+after distill moved to transformers' schedules, which warm up from 0 instead of 1/warmup: --out /tmp/dh1).
 """
 
 from __future__ import annotations

@@ -125,9 +125,19 @@ def test_parse_layer_map():
 
 
 def test_lr_schedule():
-    f = lambda s, sch: T.lr_factor(s, warmup_steps=2, max_steps=10, schedule=sch)  # noqa: E731
-    assert [f(s, "linear") for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
-    assert f(6, "cosine") == pytest.approx(0.5) and f(10, "cosine") == pytest.approx(0.0)
+    """transformers' schedules: warmup from 0 over 2 steps, then linear or cosine decay to 0 at step 10."""
+    def lrs(kind):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched, out = T.schedule(opt, kind, warmup_steps=2, max_steps=10), []
+        for _ in range(11):
+            out.append(sched.get_last_lr()[0])
+            opt.step()
+            sched.step()
+        return out
+
+    linear, cosine = lrs("linear"), lrs("cosine")
+    assert [linear[s] for s in (0, 1, 2, 6, 10)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    assert cosine[6] == pytest.approx(0.5) and cosine[10] == pytest.approx(0.0) and cosine[2] == 1.0
 
 
 def test_global_batches_are_seeded_full_and_disjoint():

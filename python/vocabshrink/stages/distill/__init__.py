@@ -20,15 +20,16 @@ from .batches import collate, global_batches, open_data, to_device
 from .checkpoints import list_checkpoints, save_checkpoint
 from .objective import fit_projection
 from .options import DistillOptions
-from .prepare import Run, lr_factor, parse_layer_map
+from .prepare import Run, parse_layer_map, schedule
 from .result import TrainingReport
 
 log = logging.getLogger(__name__)
 
 PROJECTION_FIT_BATCHES = 4  # global batches for the least-squares start of the projection
 
-__all__ = ["DistillOptions", "TrainingReport", "distill", "global_batches", "list_checkpoints", "lr_factor",
-           "open_data", "parse_layer_map", "save_checkpoint"]
+__all__ = ["DistillOptions", "TrainingReport", "distill", "global_batches", "list_checkpoints",
+           "open_data", "parse_layer_map", "save_checkpoint",
+           "schedule"]
 
 
 def distill(options: DistillOptions | None = None, /, **kwargs: Any) -> TrainingReport:

@@ -198,19 +198,13 @@ def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter]) -> tuple[
     no_decay = [p for p in params if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup_steps=opts.warmup_steps, max_steps=opts.max_steps,
-                                       schedule=opts.schedule))
+    scheduler = schedule(optimizer, opts.schedule, opts.warmup_steps, opts.max_steps)
     return optimizer, scheduler
 
 
-def lr_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str) -> float:
-    """Linear warmup to 1, then linear or cosine decay to 0 at max_steps."""
-    import math
+def schedule(optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int, max_steps: int) -> Any:
+    """transformers' schedule: linear warmup from 0, then linear or cosine decay to 0 at max_steps."""
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0 - progress
+    make = get_cosine_schedule_with_warmup if kind == "cosine" else get_linear_schedule_with_warmup
+    return make(optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps)
