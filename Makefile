@@ -9,7 +9,7 @@ STAMP := $(VENV)/.vocabshrink-installed
 SAN_VENV := .venv-sanitize
 PYTEST_ARGS ?=
 
-.PHONY: install test bench demo sanitize clean
+.PHONY: install test test-fast bench demo sanitize clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ install: $(STAMP) $(BYTECODE)
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The tests not marked slow (no end-to-end demo, no training runs on real models): under a minute.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

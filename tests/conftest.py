@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data in ../shared/data and the offline MiniLM teacher."""
+"""Shared fixtures and factories: the real data in ../shared/data, the offline MiniLM teacher, small student
+tokenizers (`train_student`), BERT's post-processor (`bert_template`) and tiny random BERTs (`tiny_bert`)."""
 
 from __future__ import annotations
 
@@ -61,14 +62,32 @@ def train_student(kind: str, files: list[str], size: int, teacher=None):
         raise ValueError(kind)
     tok.train(files, trainer)
     # The post-processor goes on after training, with the student's own special ids.
+    return bert_template(tok, *(("[CLS]", "[SEP]") if kind == "wordpiece" else ("<s>", "</s>")))
+
+
+def bert_template(tok, cls: str = "[CLS]", sep: str = "[SEP]", ids: dict | None = None):
+    """Set BERT's post-processor (`CLS A SEP`, pairs `CLS A SEP B SEP`) with the tokenizer's own (or given) ids."""
     from tokenizers import processors
 
-    cls_, sep_ = ("[CLS]", "[SEP]") if kind == "wordpiece" else ("<s>", "</s>")
+    ids = ids or {cls: tok.token_to_id(cls), sep: tok.token_to_id(sep)}
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls_} $A {sep_}", pair=f"{cls_} $A {sep_} $B:1 {sep_}:1",
-        special_tokens=[(cls_, tok.token_to_id(cls_)), (sep_, tok.token_to_id(sep_))],
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, ids[cls]), (sep, ids[sep])],
     )
     return tok
+
+
+def tiny_bert(vocab: int, hidden: int, layers: int = 2, *, seed: int, mlm: bool = True, pad: int = 0,
+              positions: int = 128, intermediate: int | None = None):
+    """A seeded random BERT (BertForMaskedLM, or BertModel with mlm=False) with 2 heads, for tests of later stages."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=intermediate or 2 * hidden, max_position_embeddings=positions,
+                     pad_token_id=pad)
+    return BertForMaskedLM(cfg) if mlm else BertModel(cfg)
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, pre_tokenizers
 
+from conftest import bert_template, tiny_bert
 from vocabshrink.agreement import (
     agreement,
     embed,
@@ -30,19 +31,12 @@ def tok() -> Tokenizer:
     t = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     t.pre_tokenizer = pre_tokenizers.Whitespace()
     t.add_special_tokens(WORDS[:5])
-    t.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2),
-                                                                                              ("[SEP]", 3)])
-    return t
+    return bert_template(t, ids={"[CLS]": 2, "[SEP]": 3})
 
 
 @pytest.fixture(scope="module")
 def model():
-    from transformers import BertConfig, BertForMaskedLM
-
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32)
-    return BertForMaskedLM(cfg).eval()
+    return tiny_bert(len(WORDS), 16, seed=0, positions=32).eval()
 
 
 def test_mean_pool_ignores_padding():
@@ -117,11 +111,7 @@ def test_embed_truncates_and_leaves_state_alone(model, tok):
 
 def test_agreement_of_models(model, tok):
     assert agreement(model, tok, model, tok, SENTENCES) == pytest.approx(1.0)
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(5)
-    other = BertModel(BertConfig(vocab_size=len(WORDS), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                 intermediate_size=16, max_position_embeddings=32)).eval()
+    other = tiny_bert(len(WORDS), 8, 1, seed=5, mlm=False, positions=32).eval()
     value = agreement(model, tok, other, tok, SENTENCES)
     assert -1.0 <= value < 0.999
     t_emb = embed(model, tok, SENTENCES)

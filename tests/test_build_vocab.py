@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from vocabshrink.cli import cli
 from vocabshrink.errors import ConfigError, CorpusError, TokenizerError
 from vocabshrink.tokenization import fingerprint
 from vocabshrink.stages.build_vocab import VocabReport, build_vocab
 
-from conftest import train_student
+from conftest import bert_template, train_student
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -43,9 +43,7 @@ def cased_teacher(tmp_path_factory, wikitext) -> Path:
     lines = [ln for ln in Path(wikitext).read_text(encoding="utf-8").splitlines()[:1500] if ln.strip()]
     tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=1500, special_tokens=SPECIALS,
                                                              show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    bert_template(tok)
     tok.enable_padding(length=64)  # must not leak into the student
     tok.save(str(d / "tokenizer.json"))
     (d / "tokenizer_config.json").write_text(json.dumps({

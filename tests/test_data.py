@@ -22,16 +22,12 @@ from vocabshrink.stages.align import MANIFEST, align
 
 @pytest.fixture(scope="session")
 def data_env(tmp_path_factory, data_dir, minilm_path, minilm_tokenizer):
-    from tokenizers import processors
 
     root = tmp_path_factory.mktemp("data")
     valid = data_dir / "en" / "wikitext2" / "valid.txt"
     small = root / "small.txt"
     small.write_text("".join(valid.read_text(encoding="utf-8").splitlines(keepends=True)[:300]), encoding="utf-8")
     student = train_student("wordpiece", [str(small)], 1500, minilm_tokenizer)
-    cls, sep = student.token_to_id("[CLS]"), student.token_to_id("[SEP]")
-    student.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                           special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     student_path = root / "student.json"
     student.save(str(student_path))
     out = root / "shards"

@@ -45,6 +45,7 @@ def test_demo_refuses_an_earlier_run_and_a_missing_teacher(tmp_path):
         demo(out=tmp_path / "e", quick=True, teacher=tmp_path / "nowhere", corpus=[__file__])
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, minilm_path):
     """build-vocab -> align -> init-student -> distill -> evaluate on the docstring corpus, via the CLI."""
     import torch

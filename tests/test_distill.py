@@ -19,6 +19,7 @@ import torch
 
 from safetensors.torch import load_file
 
+from conftest import bert_template, tiny_bert
 from vocabshrink import losses as L
 from vocabshrink.errors import ConfigError, ModelError, ShardError, TrainingError
 from vocabshrink.stages import distill as T
@@ -45,24 +46,13 @@ def make_shards(out: Path, lines: list[str], teacher_dir: Path, student_dir: Pat
 TEACHER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
-def _tiny_bert(vocab: int, hidden: int, layers: int, seed: int, mlm: bool = True):
-    from transformers import BertConfig, BertForMaskedLM, BertModel
+def _own_copy(tok):
+    """A copy of a tokenizer with BERT's post-processor and its own [CLS]/[SEP] ids."""
+    from tokenizers import Tokenizer
 
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=128)
-    return BertForMaskedLM(cfg) if mlm else BertModel(cfg)
+    return bert_template(Tokenizer.from_str(tok.to_str()))
 
 
-def _with_own_specials(tok):
-    """A copy whose post-processor adds the student's own [CLS]/[SEP] (the fixture copies the teacher's ids)."""
-    from tokenizers import Tokenizer, processors
-
-    tok = Tokenizer.from_str(tok.to_str())
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    return tok
 
 
 @pytest.fixture(scope="session")
@@ -77,16 +67,16 @@ def models(tmp_path_factory, minilm_path, wordpiece_student, lines):
     """Directories: a tiny MLM teacher and a head-less one (MiniLM's tokenizer), a tiny student, and shards."""
     root = tmp_path_factory.mktemp("distill")
     teacher = root / "teacher-mlm"
-    _tiny_bert(30522, 32, 2, seed=1).save_pretrained(teacher)
+    tiny_bert(30522, 32, 2, seed=1).save_pretrained(teacher)
     bare = root / "teacher-bare"
-    _tiny_bert(30522, 32, 2, seed=1, mlm=False).save_pretrained(bare)
+    tiny_bert(30522, 32, 2, seed=1, mlm=False).save_pretrained(bare)
     for d in (teacher, bare):
         for name in TEACHER_FILES:
             if (minilm_path / name).exists():
                 shutil.copy2(minilm_path / name, d / name)
     student = root / "student"
-    _tiny_bert(wordpiece_student.get_vocab_size(), 24, 2, seed=2).save_pretrained(student)
-    _with_own_specials(wordpiece_student).save(str(student / "tokenizer.json"))
+    tiny_bert(wordpiece_student.get_vocab_size(), 24, 2, seed=2).save_pretrained(student)
+    _own_copy(wordpiece_student).save(str(student / "tokenizer.json"))
     (student / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "BertTokenizerFast", "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]",
         "mask_token": "[MASK]", "unk_token": "[UNK]", "do_lower_case": True}))
@@ -153,6 +143,7 @@ def test_global_batches_are_seeded_full_and_disjoint():
 # --- training ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_split_mode_trains_exports_and_reports(models, tmp_path):
     out = tmp_path / "run"
     report = _run(models, out, mse_weight=1.0, cosine_weight=0.5, layer_map="2:2,0:0", checkpoint_every=2,
@@ -185,6 +176,7 @@ def test_split_mode_trains_exports_and_reports(models, tmp_path):
     assert saved["steps"] == 4 and saved["final_dir"] == str(final)
 
 
+@pytest.mark.slow
 def test_kl_paths_with_an_mlm_teacher(models, tmp_path):
     for mode, sum_probs in (("split", False), ("offsets", True)):
         report = _run(models, tmp_path / f"{mode}-{sum_probs}", mode=mode, max_steps=2, mlm_weight=0.5,
@@ -193,6 +185,7 @@ def test_kl_paths_with_an_mlm_teacher(models, tmp_path):
         assert report.final_losses["kl"] > 0 and report.final_losses["match"] > 0, (mode, report.final_losses)
 
 
+@pytest.mark.slow
 def test_loss_decreases_with_the_minilm_teacher(models, tmp_path):
     """A few steps against the real teacher on real text: the hidden-state loss goes down.
 
@@ -209,6 +202,7 @@ def test_loss_decreases_with_the_minilm_teacher(models, tmp_path):
     assert fitted.final_loss < 0.8 * losses[0], (fitted.final_loss, losses[0])
 
 
+@pytest.mark.slow
 def test_resume_is_exact(models, tmp_path, monkeypatch):
     """4 steps straight == 2 steps, an interruption, and --resume for the rest (CPU, one process)."""
     kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=4, checkpoint_every=2, keep_checkpoints=5)
@@ -254,6 +248,7 @@ T.distill(**json.loads(sys.argv[1]))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_timed_checkpoint_then_resume_gives_the_same_weights(models, tmp_path, capsys):
     """Checkpoints by wall time are on by default; a run killed -9 resumes to the weights of an unbroken run."""
     import signal
@@ -285,6 +280,7 @@ def test_sigkill_after_a_timed_checkpoint_then_resume_gives_the_same_weights(mod
     assert len(T.list_checkpoints(tmp_path / "killed")) <= 2
 
 
+@pytest.mark.slow
 def test_default_recipe(models, tmp_path):
     """The measured recipe (benchmarks/RESULTS.md): MSE + cosine + sentence; MLM only with a teacher MLM head."""
     kw = dict(data=[models["shards"]], batch_size=8, max_steps=1, warmup_steps=1, progress=False)
@@ -296,11 +292,13 @@ def test_default_recipe(models, tmp_path):
     assert defaults["batch_size"].default == 64 and defaults["lr"].default == 1e-3
 
 
+@pytest.mark.slow
 def test_checkpoints_can_be_switched_off(models, tmp_path):
     _run(models, tmp_path / "none", checkpoint_minutes=0, max_steps=2)
     assert not list((tmp_path / "none").glob("step-*")) and (tmp_path / "none" / "final").is_dir()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(models, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = L.mlm_loss
@@ -413,6 +411,7 @@ def test_projection_fit_is_the_least_squares_solution(models):
     assert loss(proj) < 0.5 * loss(fresh)
 
 
+@pytest.mark.slow
 def test_sentence_loss_and_fitted_projection_in_a_run(models, tmp_path):
     out = tmp_path / "sentence"
     report = _run(models, out, mode="offsets", mlm_weight=0.0, mse_weight=0.0, sentence_weight=1.0,
@@ -466,8 +465,8 @@ def test_shards_from_another_student_tokenizer_are_refused(models, tmp_path, wor
 
     other = tmp_path / "other-student"
     tok = train_student("wordpiece", [str(data_dir / "en" / "wikitext2" / "valid.txt")], 500)
-    _tiny_bert(tok.get_vocab_size(), 24, 1, seed=4).save_pretrained(other)
-    _with_own_specials(tok).save(str(other / "tokenizer.json"))
+    tiny_bert(tok.get_vocab_size(), 24, 1, seed=4).save_pretrained(other)
+    _own_copy(tok).save(str(other / "tokenizer.json"))
     with pytest.raises(ShardError):
         _run(models, tmp_path / "k", student=other)
 
@@ -493,6 +492,7 @@ T.distill(**json.loads({args!r}))
 """
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one(models, tmp_path):
     args = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=[str(models["shards"])],
                 batch_size=8, max_steps=3, lr=2e-3, warmup_steps=1, progress=False, seed=5,

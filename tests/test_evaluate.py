@@ -16,9 +16,10 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 from click.testing import CliRunner  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
-from tokenizers import Tokenizer, processors  # noqa: E402
-from transformers import AutoModel, BertConfig, BertForMaskedLM, BertModel  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+from transformers import AutoModel, BertForMaskedLM, BertModel  # noqa: E402
 
+from conftest import bert_template, tiny_bert  # noqa: E402
 from vocabshrink.cli import cli  # noqa: E402
 from vocabshrink.errors import ConfigError, CorpusError, ModelError  # noqa: E402
 from vocabshrink.stages.evaluate import (  # noqa: E402
@@ -29,6 +30,8 @@ from vocabshrink.stages.evaluate import (  # noqa: E402
     read_metrics,
     read_sts,
 )
+
+pytestmark = pytest.mark.slow  # models, speed runs and plots: `make test-fast` leaves them out
 
 
 @contextlib.contextmanager
@@ -42,17 +45,11 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def _tiny_config(vocab: int, hidden: int, pad: int) -> BertConfig:
-    return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=2 * hidden, max_position_embeddings=128, pad_token_id=pad)
-
-
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory, minilm_path) -> Path:
     """A 32-wide BertModel (no MLM head) with the MiniLM tokenizer."""
     out = tmp_path_factory.mktemp("teacher")
-    torch.manual_seed(1)
-    BertModel(_tiny_config(30522, 32, 0)).save_pretrained(out)
+    tiny_bert(30522, 32, seed=1, mlm=False).save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         shutil.copy2(minilm_path / name, out / name)
     return out
@@ -64,17 +61,11 @@ def tiny_student(tmp_path_factory, wordpiece_student) -> Path:
     from safetensors.torch import save_file
 
     out = tmp_path_factory.mktemp("student")
-    torch.manual_seed(2)
-    model = BertForMaskedLM(_tiny_config(wordpiece_student.get_vocab_size(), 16,
-                                         wordpiece_student.token_to_id("[PAD]")))
+    model = tiny_bert(wordpiece_student.get_vocab_size(), 16, seed=2, pad=wordpiece_student.token_to_id("[PAD]"))
     model.config.vocabshrink_projection = {"file": "projection.safetensors", "in_features": 16, "out_features": 32,
                                            "embedding_key": "s2_t2"}
     model.save_pretrained(out)
-    tok = Tokenizer.from_str(wordpiece_student.to_str())
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    # The fixture copies the teacher's post-processor, whose template holds the teacher's ids.
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok = bert_template(Tokenizer.from_str(wordpiece_student.to_str()))
     tok.save(str(out / "tokenizer.json"))
     g = torch.Generator().manual_seed(3)
     save_file({"maps.s1_t1.weight": torch.randn(32, 16, generator=g), "maps.s1_t1.bias": torch.zeros(32),

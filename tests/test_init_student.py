@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+from conftest import bert_template
 from vocabshrink.cli import cli
 from vocabshrink.errors import ConfigError, CorpusError, ModelError, TokenizerError
 from vocabshrink.stages.init_student import evenly_spaced, init_student, parse_layer_map, pca_projection
@@ -41,10 +42,7 @@ def make_tokenizer(vocab: list[str], post_ids: dict[str, int] | None = None) -> 
     tok.decoder = decoders.WordPiece()
     tok.add_special_tokens([t for t in SPECIALS if t in vocab])
     ids = post_ids or {t: vocab.index(t) for t in ("[CLS]", "[SEP]")}
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
-    return tok
+    return bert_template(tok, ids=ids)
 
 
 def save_tokenizer(tok: Tokenizer, folder: Path) -> Path:
@@ -520,6 +518,7 @@ def minilm_student_tok(data_dir, minilm_tokenizer, tmp_path_factory):
     return folder / "ok", folder / "broken"
 
 
+@pytest.mark.slow
 def test_minilm_teacher(minilm_path, minilm_student_tok, data_dir, tmp_path):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from conftest import train_student
+from conftest import bert_template, train_student
 
 from vocabshrink.stages.inspect import audit
 from vocabshrink.cli import cli
@@ -54,7 +54,7 @@ def test_audit_counts_and_alignment_statistics(cli_env):
 
 
 def test_unk_rates_count_unknown_splits(cli_env, tmp_path, minilm_path, minilm_tokenizer):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     from vocabshrink.stages.align import align
 
@@ -65,8 +65,7 @@ def test_unk_rates_count_unknown_splits(cli_env, tmp_path, minilm_path, minilm_t
     student.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     student.train_from_iterator(["abc def"] * 10, trainers.WordPieceTrainer(
         vocab_size=100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
-    student.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                           special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    bert_template(student, ids={"[CLS]": 2, "[SEP]": 3})
     corpus = tmp_path / "unk.txt"
     corpus.write_text("abc \u2603 \u03bb def\n", encoding="utf-8")
     assert minilm_tokenizer.encode("abc \u2603 \u03bb def", add_special_tokens=False).tokens == \

