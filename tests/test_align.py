@@ -149,6 +149,7 @@ def test_output_is_identical_for_any_worker_count(shard_env, reference, tmp_path
     assert report.workers == 2
     assert folder_bytes(tmp_path / "w2") == folder_bytes(reference[0])
 
+@pytest.mark.slow
 
 def test_parts_are_disjoint_and_complete(shard_env, reference, tmp_path):
     folders = []

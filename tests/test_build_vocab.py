@@ -157,6 +157,7 @@ def test_deterministic(tmp_path, minilm_path, wikitext):
         outs.append((out / "tokenizer.json").read_bytes())
     assert outs[0] == outs[1]
 
+@pytest.mark.slow
 
 def test_unigram_and_trim_deterministic(tmp_path, build, minilm_path, ruslit, wikitext):
     for corpus, algorithm, size in (("ruslit", "unigram", 1200), ("wikitext", "trim", 1500)):

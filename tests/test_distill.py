@@ -341,6 +341,7 @@ def _setup(mode: str, **weights) -> "DL.LossSetup":
 
 NO_AUTOCAST = torch.autocast("cpu", enabled=False)
 
+@pytest.mark.slow
 
 def test_mlm_head_on_masked_positions_equals_the_full_head(models, monkeypatch):
     """The head runs on the masked rows only; the loss (and its gradient) is the full-logits loss."""
@@ -359,6 +360,7 @@ def test_mlm_head_on_masked_positions_equals_the_full_head(models, monkeypatch):
     torch.testing.assert_close(g_fast, g_full, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["split", "offsets"])
 def test_a_student_equal_to_the_teacher_has_zero_hidden_and_sentence_losses(models, mode, lines, tmp_path):
     """Teacher as its own student (same vocabulary: the split is the identity, every chunk one token)."""
@@ -433,6 +435,7 @@ def test_sentence_loss_and_fitted_projection_in_a_run(models, tmp_path):
 
 # --- bad inputs ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 
 def test_bad_inputs(models, tmp_path):
     with pytest.raises(ModelError, match="init-student"):
@@ -459,6 +462,7 @@ def test_bad_inputs(models, tmp_path):
     with pytest.raises(ConfigError, match="earlier run"):
         _run(models, tmp_path / "j", max_steps=1)
 
+@pytest.mark.slow
 
 def test_shards_from_another_student_tokenizer_are_refused(models, tmp_path, wordpiece_student, data_dir):
     from conftest import train_student
@@ -470,6 +474,7 @@ def test_shards_from_another_student_tokenizer_are_refused(models, tmp_path, wor
     with pytest.raises(ShardError):
         _run(models, tmp_path / "k", student=other)
 
+@pytest.mark.slow
 
 def test_corrupted_checkpoint_is_a_clear_error(models, tmp_path):
     out = tmp_path / "corrupt"
