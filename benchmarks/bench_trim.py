@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import DATA, ROOT
+from teachers import batched_mean, folder_tokenizer
 
 QUERY = "query: "
 MAX_TOKENS = 512  # the teacher's positions
@@ -203,16 +204,6 @@ def measure_load(m: Measure, folder: Path, repeats: int) -> None:
 # ------------------------------------------------------------------------------------------ text
 
 
-def folder_tokenizer(folder: Path):
-    """The folder's tokenizer.json with no padding or truncation."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tok.no_padding()
-    tok.no_truncation()
-    return tok
-
-
 def read_sts(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """STS-B dev: sentence1, sentence2, gold score (GLUE's ten columns or the three of ru)."""
     head, *lines = path.read_text(encoding="utf-8").splitlines()
@@ -251,7 +242,6 @@ def pieces_of(folder: Path) -> dict[str, int]:
 
 def embed(folder: Path, texts: list[str], batch: int = 64) -> np.ndarray:
     """Mean-pooled last layer (not normalised) of the folder's model, float32, its own tokenizer (512 tokens)."""
-    import torch
     from transformers import AutoModel
     from transformers.utils import logging
 
@@ -261,17 +251,7 @@ def embed(folder: Path, texts: list[str], batch: int = 64) -> np.ndarray:
     tok.enable_padding(pad_id=tok.token_to_id("<pad>"), pad_token="<pad>")
     tok.enable_truncation(MAX_TOKENS)
     model = AutoModel.from_pretrained(str(folder)).eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = np.empty((len(texts), model.config.hidden_size), np.float32)
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch):
-            rows = order[i:i + batch]
-            enc = tok.encode_batch([texts[j] for j in rows])
-            ids = torch.tensor([e.ids for e in enc])
-            mask = torch.tensor([e.attention_mask for e in enc])
-            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
-            out[rows] = ((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy()
-    return out
+    return batched_mean(model, tok, texts, batch, normalize=False)
 
 
 def spearman(a: np.ndarray, b: np.ndarray, gold: np.ndarray) -> float:

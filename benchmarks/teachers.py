@@ -674,6 +674,13 @@ def mean_pool(folder: Path, texts: list[str], batch: int = 32, q8: bool = False)
         for module in model.encoder.modules():
             if isinstance(module, torch.nn.Linear):
                 module.register_forward_pre_hook(_q8_hook)
+    return batched_mean(model, tok, texts, batch, normalize=True)
+
+
+def batched_mean(model, tok, texts: list[str], batch: int, normalize: bool) -> np.ndarray:
+    """Mean-pooled last layer of `model` over `texts` encoded by `tok` (which pads), float32, in input order."""
+    import torch
+
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of like lengths pad little
     out = np.empty((len(texts), model.config.hidden_size), np.float32)
     with torch.inference_mode():
@@ -684,7 +691,7 @@ def mean_pool(folder: Path, texts: list[str], batch: int = 32, q8: bool = False)
             mask = torch.tensor([e.attention_mask for e in enc])
             hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
             pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            out[rows] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+            out[rows] = (torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled).numpy()
     return out
 
 
