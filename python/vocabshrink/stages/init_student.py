@@ -751,6 +751,7 @@ def init_student(
             agreement_value, n_sentences = _agreement(model_t, t_tok, student, s_tok, eval_corpus, eval_sentences)
         student.save_pretrained(str(tmp))
         _copy_tokenizer(tok_path, tmp, s_roles, s_tok, config.max_position_embeddings)
+        s_params = sum(p_.numel() for p_ in student.parameters())
         report = InitReport(
             teacher=str(teacher_path), tokenizer=str(tok_path), out=str(out_path),
             teacher_architecture=t.architecture, student_architecture="BertForMaskedLM",
@@ -762,9 +763,8 @@ def init_student(
             mlm_head=mlm_head, explained_variance=round(explained, 6),
             coverage=token_map.counts() if embedding_init == "fvt" else {"random": config.vocab_size},
             teacher_parameters=t.parameters, teacher_embedding_parameters=t.embedding_parameters,
-            student_parameters=sum(p_.numel() for p_ in student.parameters()),
-            student_embedding_parameters=_embedding_parameters(student),
-            compression=round(t.parameters / sum(p_.numel() for p_ in student.parameters()), 4),
+            student_parameters=s_params, student_embedding_parameters=_embedding_parameters(student),
+            compression=round(t.parameters / s_params, 4),
             teacher_bytes=_weights_bytes(teacher_path), student_bytes=_weights_bytes(tmp),
             agreement=agreement_value, eval_sentences=n_sentences, seed=seed, notes=notes,
         )
