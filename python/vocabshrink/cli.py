@@ -217,6 +217,9 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 @click.option("--data", required=True, multiple=True, type=click.Path(), help="Shard folder from `align` (repeatable).")
 @click.option("--out", required=True, type=click.Path(), help="Run folder: step-N/, metrics.jsonl, final/, report.")
 @click.option("--eval-data", multiple=True, type=click.Path(), help="Held-out shard folder (repeatable).")
+@click.option("--teacher-cache", multiple=True, type=click.Path(),
+              help="Folder from `cache-teacher` (repeatable for its parts): read the teacher's states instead of "
+                   "running it. Must cover --data and --eval-data.")
 @click.option("--mode", type=click.Choice(["split", "offsets"]), default="split", show_default=True,
               help="split: a second student pass over the teacher's split tokens; offsets: one pass, common chunks.")
 @click.option("--layer-map", default=None, help="STUDENT:TEACHER layer pairs, 0 = embeddings [default: last:last].")
@@ -273,14 +276,57 @@ def distill_cmd(**kwargs) -> None:
       vocabshrink distill --teacher minilm --student student --data shards --eval-data held-out \\
           --out run --max-steps 2000
       vocabshrink distill ... --resume         # after an interruption: from the newest step-N/
+      vocabshrink cache-teacher --teacher minilm --data shards --data held-out --out cache
+      vocabshrink distill ... --teacher-cache cache   # the teacher's states read, not recomputed
       torchrun --nproc-per-node 2 -m vocabshrink.cli distill ...   (same options)
     """
     from .stages.distill import DistillOptions, distill
 
     kwargs["data"] = list(kwargs["data"])
     kwargs["eval_data"] = list(kwargs["eval_data"]) or None
+    kwargs["teacher_cache"] = list(kwargs["teacher_cache"]) or None
     report = distill(DistillOptions(**kwargs))
     click.echo(report.to_json())
+
+@cli.command("cache-teacher")
+@click.option("--teacher", required=True, type=click.Path(), help="Teacher: a Hugging Face model directory.")
+@click.option("--data", required=True, multiple=True, type=click.Path(file_okay=False),
+              help="Shard folder from `align` (repeatable; give the held-out folders too).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the cache.")
+@click.option("--layers", default=None,
+              help="Teacher layers whose token states to keep, e.g. 6 or 3,6 (0 = embeddings, -1 = last) "
+                   "[default: the last]. distill's --layer-map must use only these.")
+@click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True,
+              help="Storage type of the token states (the pooled sentence embeddings stay float32).")
+@click.option("--batch-tokens", type=POS, default=8192, show_default=True, help="Padded tokens per teacher batch.")
+@click.option("--workers", type=POS, default=1, show_default=True,
+              help="Processes, each on its own shard files with cores/workers threads.")
+@click.option("--num-shards", type=POS, default=1, show_default=True, help="Cache one of this many parts...")
+@click.option("--shard-index", type=NONNEG, default=0, show_default=True, help="...this one (0-based): the shard "
+              "files whose number is this modulo --num-shards.")
+@click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress)
+def cache_teacher_command(layers: str | None, data: tuple[str, ...], **options) -> None:
+    """Run the teacher once over aligned shards and store its states for `distill --teacher-cache`.
+
+    Writes one safetensors file per shard file (the chosen layers' token states and each example's pooled
+    sentence embedding) and OUT/cache.json. Rerun the same command after an interruption: finished files
+    are kept.
+
+    \b
+    Example:
+      vocabshrink cache-teacher --teacher minilm --data shards --data held-out --out cache
+    Prints the report (files, teacher tokens, bytes per token, tokens/s), also in OUT/cache_report.json.
+    """
+    from .errors import ConfigError
+    from .stages.cache_teacher import cache_teacher
+
+    try:
+        chosen = [int(x) for x in layers.split(",")] if layers else None
+    except ValueError:
+        raise ConfigError(f"--layers must be comma-separated layer numbers, e.g. 3,6; got {layers!r}") from None
+    report = cache_teacher(data=list(data), layers=chosen, **options)
+    click.echo(report.to_json())
+
 
 @cli.command("export")
 @click.argument("run", type=click.Path(file_okay=False))

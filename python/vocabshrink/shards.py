@@ -26,7 +26,9 @@ TEACHER_TOKENIZER = "teacher.tokenizer.json"
 STUDENT_TOKENIZER = "student.tokenizer.json"
 ALIGNMENTS = ("split", "offsets", "both")
 
-_DTYPES = {"I32": np.int32, "I64": np.int64, "F32": np.float32, "BOOL": np.bool_, "U8": np.uint8}
+# BF16 is read as its raw 16 bits (numpy has no bfloat16); the teacher cache views them as torch.bfloat16
+_DTYPES = {"I32": np.int32, "I64": np.int64, "F32": np.float32, "BOOL": np.bool_, "U8": np.uint8, "F16": np.float16,
+           "BF16": np.uint16}
 
 
 def shard_name(index: int) -> str:

@@ -11,17 +11,20 @@ import torch
 
 from ... import losses as L
 from ...agreement import mean_pool, teacher_agreement
+from ...teacher_cache import CachedTeacher
 from .batches import to_device
-from .objective import COMPONENTS, LossSetup, encoder, loss_sums, row_counts
+from .objective import COMPONENTS, LossSetup, Teacher, encoder, loss_sums, row_counts, teacher_sentences
 
 
 @torch.no_grad()
-def held_out_metrics(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: torch.nn.Module,
+def held_out_metrics(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: Teacher,
                      batches: Sequence[dict[str, Any]], setup: LossSetup, device: torch.device) -> dict[str, float]:
     """MLM loss and accuracy, hidden MSE and cosine to the teacher, and teacher agreement on held-out batches."""
     student.eval()
     # hidden metrics need comparable widths: equal ones, or the trained projection
     hidden = 1.0 if projection is not None or student.config.hidden_size == teacher.config.hidden_size else 0.0
+    if isinstance(teacher, CachedTeacher) and not {t for _, t in setup.layer_map} <= set(teacher.layers):
+        hidden = 0.0  # a cache made for the sentence losses alone holds no token states
     hidden_setup = LossSetup(**{**setup.__dict__, "mse_weight": hidden, "cosine_weight": hidden, "mlm_weight": 1.0,
                                 "kl_weight": 0.0, "match_weight": 0.0})
     totals = torch.zeros(len(COMPONENTS), dtype=torch.float64)
@@ -38,7 +41,7 @@ def held_out_metrics(student: torch.nn.Module, projection: L.HiddenProjection | 
         own = student(input_ids=batch["student_input_ids"], attention_mask=batch["student_attention_mask"])
         labels = batch["mlm_labels"]
         correct += int(((own.logits.argmax(-1) == labels) & (labels != -100)).sum())
-        t_emb.append(_sentence_embedding(teacher, batch, "teacher_input_ids", "teacher_attention_mask"))
+        t_emb.append(teacher_sentences(teacher, batch).cpu())
         s_emb.append(_sentence_embedding(student, batch, "student_original_ids", "student_attention_mask"))
     student.train()
     metrics = _metrics(totals, counts, correct, hidden, setup)

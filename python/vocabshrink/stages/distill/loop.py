@@ -118,7 +118,7 @@ def _stop_non_finite(run: Run, step_index: int, loss: float, stats: torch.Tensor
 def evaluate(run: Run, done: int, logs: "_Logs | None") -> None:
     """Held-out metrics on rank 0 (the others wait), logged at step `done`."""
     if run.is_main:
-        run.last_eval = held_out_metrics(run.student, run.projection, run.teacher, run.eval_batches, run.setup,
+        run.last_eval = held_out_metrics(run.student, run.projection, run.eval_teacher, run.eval_batches, run.setup,
                                          run.device)
         if logs is not None:
             logs.write({"step": done, **run.last_eval}, done)

@@ -7,12 +7,16 @@ and `combine`s the two into the step's loss; `fit_projection` gives the width pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import torch
 
 from ... import losses as L
 from ...agreement import mean_pool
+from ...teacher_cache import CachedTeacher, TeacherOutput
+
+# The teacher the losses read: a frozen model, or its states cached by `cache-teacher`.
+Teacher = Union[torch.nn.Module, CachedTeacher]
 
 
 def encoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -136,31 +140,45 @@ def _paired_states(s_states: Sequence[torch.Tensor], t_states: Sequence[torch.Te
     return L.chunk_mean(s_h, batch["chunks"], "student"), L.chunk_mean(t_h, batch["chunks"], "teacher")
 
 
-def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: torch.nn.Module,
+def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, teacher: Teacher,
               batch: dict[str, Any], setup: LossSetup, autocast: Any) -> dict[str, torch.Tensor]:
     """Each loss component summed over its rows (a weight of 0 skips the component's computation)."""
     sums: dict[str, torch.Tensor] = {}
     rows = _rows(batch, setup)
     need_teacher = setup.need_states or setup.need_logits
-    t_out = _teacher_forward(teacher, batch, setup) if need_teacher else None
+    t_out = teacher_outputs(teacher, batch, logits=setup.need_logits, states=setup.need_states) \
+        if need_teacher else None
     own, own_states = _own_pass(student, batch, setup, autocast, sums)
     split_out = _split_pass(student, batch, setup, autocast) if setup.mode == "split" and need_teacher else None
     s_states = split_out.hidden_states if split_out is not None else own_states
     if setup.need_hidden:
         sums.update(_hidden_losses(s_states, t_out.hidden_states, projection, batch, setup, rows["hidden"]))
     if setup.need_sentences:
-        sums.update(_sentence_losses(s_states, t_out.hidden_states, projection, batch, setup))
+        sums.update(_sentence_losses(s_states, t_out, projection, batch, setup))
     if setup.need_logits:
         s_logits = split_out.logits if split_out is not None else own.logits
         sums.update(_logit_losses(s_logits, t_out.logits, batch, setup, rows))
     return sums
 
 
-def _teacher_forward(teacher: torch.nn.Module, batch: dict[str, Any], setup: LossSetup) -> Any:
+def teacher_outputs(teacher: Teacher, batch: dict[str, Any], *, logits: bool, states: bool) -> TeacherOutput:
+    """The teacher's hidden states (and logits, pooled sentence embedding where known) for a batch: a forward
+    pass of the model, or the rows of its cache."""
+    if isinstance(teacher, CachedTeacher):
+        return teacher.outputs(batch)
     with torch.no_grad():
-        t_model = teacher if setup.need_logits else encoder(teacher)
-        return t_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
-                       output_hidden_states=setup.need_states)
+        t_model = teacher if logits else encoder(teacher)
+        out = t_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],
+                      output_hidden_states=states)
+    return TeacherOutput(out.hidden_states, None, getattr(out, "logits", None))
+
+
+def teacher_sentences(teacher: Teacher, batch: dict[str, Any]) -> torch.Tensor:
+    """The teacher's sentence embeddings (mean-pooled last layer) of a batch, float32."""
+    out = teacher_outputs(teacher, batch, logits=False, states=True)
+    if out.pooled is not None:
+        return out.pooled
+    return mean_pool(out.hidden_states[-1].float(), batch["teacher_attention_mask"])
 
 
 def _own_pass(student: torch.nn.Module, batch: dict[str, Any], setup: LossSetup, autocast: Any,
@@ -224,12 +242,14 @@ def _hidden_losses(s_states: Any, t_states: Any, projection: L.HiddenProjection 
     return out
 
 
-def _sentence_losses(s_states: Any, t_states: Any, projection: L.HiddenProjection | None, batch: dict[str, Any],
+def _sentence_losses(s_states: Any, t_out: TeacherOutput, projection: L.HiddenProjection | None, batch: dict[str, Any],
                      setup: LossSetup) -> dict[str, torch.Tensor]:
     """The sentence-embedding cosine and the in-batch similarity loss, on mean-pooled last layers."""
     # the sentence embedding the way sentence-transformers and `evaluate` make it: the mean over all tokens
     s_layer, t_layer = setup.sentence_pair
-    t_sent = mean_pool(t_states[t_layer].float(), batch["teacher_attention_mask"])
+    t_last = t_layer == len(t_out.hidden_states) - 1
+    t_sent = t_out.pooled if t_out.pooled is not None and t_last else \
+        mean_pool(t_out.hidden_states[t_layer].float(), batch["teacher_attention_mask"])
     s_mask = batch["split"].student_mask if setup.mode == "split" else batch["student_attention_mask"]
     s_sent = mean_pool(s_states[s_layer].float(), s_mask)
     present = batch["teacher_attention_mask"].sum(1) > 0
@@ -284,7 +304,7 @@ def combine(sums: dict[str, torch.Tensor], counts: torch.Tensor, setup: LossSetu
 
 
 @torch.no_grad()
-def fit_projection(projection: L.HiddenProjection, student: torch.nn.Module, teacher: torch.nn.Module,
+def fit_projection(projection: L.HiddenProjection, student: torch.nn.Module, teacher: Teacher,
                    batches: Sequence[dict[str, Any]], setup: LossSetup, ridge: float = 1e-3) -> dict[str, float]:
     """Start every map of `projection` at the affine least-squares fit of the teacher's states from the student's.
 
@@ -301,8 +321,7 @@ def fit_projection(projection: L.HiddenProjection, student: torch.nn.Module, tea
     xty = {k: torch.zeros(projection.student_width + 1, projection.teacher_width, dtype=torch.float64) for k in keys}
     samples: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in keys}
     for batch in batches:
-        t_states = encoder(teacher)(input_ids=batch["teacher_input_ids"],
-                                    attention_mask=batch["teacher_attention_mask"], output_hidden_states=True).hidden_states
+        t_states = teacher_outputs(teacher, batch, logits=False, states=True).hidden_states
         if setup.mode == "split":
             split = batch["split"]
             s_states = encoder(student)(input_ids=split.student_ids, attention_mask=split.student_mask.long(),

@@ -33,7 +33,8 @@ RESUME_FIXED = ("mode", "layer_map", "batch_size", "grad_accum", "seed", "mlm_pr
                 "similarity_weight", "temperature", "sum_probs",
                 "lr", "weight_decay", "warmup_steps", "schedule", "world_size")
 # Fields that say where and how the run happens, not what it computes: left out of the recorded settings.
-_NOT_SETTINGS = ("teacher", "student", "data", "out", "eval_data", "resume", "device", "progress", "log_every")
+_NOT_SETTINGS = ("teacher", "student", "data", "out", "eval_data", "resume", "device", "progress", "log_every",
+                 "teacher_cache")
 
 
 @dataclass
@@ -45,6 +46,7 @@ class DistillOptions:
     data: Sequence[str | Path]
     out: str | Path
     eval_data: Sequence[str | Path] | None = None
+    teacher_cache: Sequence[str | Path] | None = None  # cache-teacher folders read instead of a teacher forward
     mode: str = "split"
     layer_map: str | Sequence[tuple[int, int]] | None = None
     mlm_weight: float | None = None
@@ -112,6 +114,9 @@ class DistillOptions:
                 or not any(w > 0 for w in weights.values()):
             raise ConfigError(f"loss weights must be >= 0 and at least one > 0, got {weights}")
         _check_ranges(self)
+        if self.teacher_cache and self.need_logits:
+            raise ConfigError("--teacher-cache holds hidden states and sentence embeddings, not logits; the KL losses "
+                              "(--kl-weight, --match-weight) need the teacher itself: leave out --teacher-cache")
         self._check_paths()
 
     def _check_paths(self) -> None:
@@ -120,6 +125,9 @@ class DistillOptions:
         for folder in [*self.data, *(self.eval_data or [])]:
             if not Path(folder).is_dir():
                 raise ShardError(f"{folder}: no such shard folder; make one with `vocabshrink align`")
+        for cache in self.teacher_cache or []:
+            if not Path(cache).is_dir():
+                raise ShardError(f"{cache}: no such teacher cache; make one with `vocabshrink cache-teacher`")
         if not Path(self.teacher).exists():
             raise ModelError(f"{self.teacher}: teacher not found")
         if not Path(self.student).is_dir():

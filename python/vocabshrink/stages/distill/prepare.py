@@ -15,11 +15,12 @@ import torch
 
 from ... import losses as L
 from ...errors import ConfigError, ModelError, ShardError
-from ...models import load_student, load_teacher
+from ...models import load_student, load_teacher, read_config
+from ...teacher_cache import open_cache, read_cache_manifest
 from ...tokenization import load_tokenizer
 from . import distributed
 from .batches import Cursor, collate, open_data
-from .objective import LossSetup, num_layers
+from .objective import LossSetup, Teacher, num_layers
 from .options import DistillOptions
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,7 +38,8 @@ class Run:
     device: torch.device
     micro: int  # examples per micro-batch on this rank
     autocast: Any
-    teacher: torch.nn.Module
+    teacher: Teacher  # the frozen model, or its cache over `dataset`
+    eval_teacher: Teacher | None  # the same over the held-out data
     student: torch.nn.Module
     projection: L.HiddenProjection | None
     setup: LossSetup
@@ -108,33 +110,51 @@ def setup(opts: DistillOptions) -> Run:
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     teacher_tok, student_tok = load_tokenizer(Path(opts.teacher)), load_tokenizer(Path(opts.student))
-    teacher, student = _models(opts, teacher_tok, student_tok, dev)
-    pairs = parse_layer_map(opts.layer_map, num_layers(student), num_layers(teacher))
-    settings["layer_map"] = [list(p) for p in pairs]
-    projection = _projection(opts, student, teacher, pairs, dev)
     dataset, lengths, collator = open_data(opts.data, teacher_tok, student_tok, mode=opts.mode,
                                            mlm_probability=opts.mlm_probability, max_length=opts.max_length,
                                            seed=opts.seed)
     if len(dataset) < opts.batch_size:
         raise ShardError(f"{', '.join(map(str, opts.data))}: {len(dataset)} examples, fewer than one batch "
                          f"({opts.batch_size}); use more data or a smaller --batch-size")
+    student = load_student(opts.student, dev)
+    t_layers = _teacher_layers(opts)
+    pairs = parse_layer_map(opts.layer_map, num_layers(student), t_layers)
+    settings["layer_map"] = [list(p) for p in pairs]
+    settings["teacher_states"] = "cache" if opts.teacher_cache else "forward"
+    hidden_layers = sorted({t for _, t in pairs}) if opts.mse_weight > 0 or opts.cosine_weight > 0 else []
+    teacher = _teacher(opts, dataset, hidden_layers, dev)
+    _check_vocabularies(opts, teacher, student, teacher_tok, student_tok)
+    projection = _projection(opts, student, teacher, pairs, dev)
     loss_setup = _loss_setup(opts, pairs, student, teacher, dataset, dev)
     micro = opts.batch_size // (world * opts.grad_accum)
-    eval_batches = _eval_batches(opts, teacher_tok, student_tok, micro)
+    eval_batches, eval_teacher = _eval_batches(opts, teacher_tok, student_tok, micro, teacher, hidden_layers)
     params = [p for p in student.parameters() if p.requires_grad]
     if projection is not None:
         params += list(projection.parameters())
     optimizer, scheduler = _optimizer(opts, params)
-    return Run(opts, settings, Path(opts.out), rank, world, dev, micro, autocast, teacher, student, projection,
+    return Run(opts, settings, Path(opts.out), rank, world, dev, micro, autocast, teacher, eval_teacher, student,
+               projection,
                loss_setup, dataset, collator, Cursor(lengths, opts.batch_size, opts.seed), eval_batches, params,
                optimizer, scheduler, started=started)
 
 
-def _models(opts: DistillOptions, teacher_tok: Any, student_tok: Any,
-            dev: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The frozen teacher and the student, checked against their tokenizers."""
-    teacher = load_teacher(opts.teacher, need_logits=opts.need_logits, dtype=_DTYPES[opts.teacher_dtype], device=dev)
-    student = load_student(opts.student, dev)
+def _teacher_layers(opts: DistillOptions) -> int:
+    """The teacher's layer count, from its cache or its config (the model is not loaded yet)."""
+    if opts.teacher_cache:
+        return int(read_cache_manifest(Path(opts.teacher_cache[0]))["teacher"]["config"]["num_hidden_layers"])
+    return int(read_config(opts.teacher).num_hidden_layers)
+
+
+def _teacher(opts: DistillOptions, dataset: Any, hidden_layers: list[int], dev: torch.device) -> Teacher:
+    """The frozen teacher, or its cache over the training shards (the teacher's weights then stay unloaded)."""
+    if opts.teacher_cache:
+        return open_cache(opts.teacher_cache, dataset, opts.teacher, layers=hidden_layers)
+    return load_teacher(opts.teacher, need_logits=opts.need_logits, dtype=_DTYPES[opts.teacher_dtype], device=dev)
+
+
+def _check_vocabularies(opts: DistillOptions, teacher: Teacher, student: torch.nn.Module, teacher_tok: Any,
+                        student_tok: Any) -> None:
+    """Both models hold an embedding for every token of their tokenizers."""
     s_vocab = student_tok.get_vocab_size(with_added_tokens=True)
     if student.config.vocab_size < s_vocab:
         raise ModelError(f"{opts.student}: the model has {student.config.vocab_size} embeddings but its tokenizer "
@@ -143,10 +163,9 @@ def _models(opts: DistillOptions, teacher_tok: Any, student_tok: Any,
     if teacher.config.vocab_size < t_vocab:
         raise ModelError(f"{opts.teacher}: the teacher model has {teacher.config.vocab_size} embeddings but its "
                          f"tokenizer {t_vocab} tokens")
-    return teacher, student
 
 
-def _projection(opts: DistillOptions, student: torch.nn.Module, teacher: torch.nn.Module,
+def _projection(opts: DistillOptions, student: torch.nn.Module, teacher: Teacher,
                 pairs: list[tuple[int, int]], dev: torch.device) -> L.HiddenProjection | None:
     """The student -> teacher width map, when the widths differ and a loss compares hidden states."""
     s_width, t_width = int(student.config.hidden_size), int(teacher.config.hidden_size)
@@ -159,7 +178,7 @@ def _projection(opts: DistillOptions, student: torch.nn.Module, teacher: torch.n
 
 
 def _loss_setup(opts: DistillOptions, pairs: list[tuple[int, int]], student: torch.nn.Module,
-                teacher: torch.nn.Module, dataset: Any, dev: torch.device) -> LossSetup:
+                teacher: Teacher, dataset: Any, dev: torch.device) -> LossSetup:
     """The losses' weights and, for the KL losses, the reduce map and shared vocabulary from align's split table."""
     reduce_map = shared = None
     if opts.need_logits:
@@ -179,17 +198,23 @@ def _loss_setup(opts: DistillOptions, pairs: list[tuple[int, int]], student: tor
                      similarity_weight=opts.similarity_weight)
 
 
-def _eval_batches(opts: DistillOptions, teacher_tok: Any, student_tok: Any,
-                  micro: int) -> list[dict[str, Any]] | None:
-    """The held-out batches, shortest examples first, collated once."""
+def _eval_batches(opts: DistillOptions, teacher_tok: Any, student_tok: Any, micro: int, teacher: Teacher,
+                  hidden_layers: list[int]) -> tuple[list[dict[str, Any]] | None, Teacher | None]:
+    """The held-out batches, shortest examples first, collated once; and the teacher over them."""
     if not opts.eval_data:
-        return None
+        return None, None
     dataset, lengths, collator = open_data(opts.eval_data, teacher_tok, student_tok, mode=opts.mode,
                                            mlm_probability=opts.mlm_probability, max_length=opts.max_length,
                                            seed=opts.seed)
     order = np.argsort(lengths, kind="stable")
     chosen = [order[i:i + micro] for i in range(0, len(order), micro)][:opts.eval_batches]
-    return [collate(collator, dataset, idx, 0) for idx in chosen]
+    batches = [collate(collator, dataset, idx, 0) for idx in chosen]
+    if not opts.teacher_cache:
+        return batches, teacher
+    try:
+        return batches, open_cache(opts.teacher_cache, dataset, opts.teacher, layers=hidden_layers)
+    except ShardError as exc:
+        raise ShardError(f"--eval-data: {exc}; give the held-out shards to cache-teacher's --data too") from None
 
 
 def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, Any]:

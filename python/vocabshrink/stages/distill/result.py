@@ -56,7 +56,7 @@ def finish(run: Run, loop_seconds: float, tokens_at_start: int) -> TrainingRepor
     """Evaluate once more if the loop did not, write final/ and the report (rank 0); every rank returns it."""
     opts = run.opts
     if run.eval_batches is not None and run.last_eval is None and run.is_main:
-        run.last_eval = held_out_metrics(run.student, run.projection, run.teacher, run.eval_batches, run.setup,
+        run.last_eval = held_out_metrics(run.student, run.projection, run.eval_teacher, run.eval_batches, run.setup,
                                          run.device)
     final = run.out / "final"
     projection_path = export_student(run.student, run.projection, Path(opts.student), final) if run.is_main else None

@@ -1,0 +1,304 @@
+"""cache-teacher: run the teacher once over aligned shards and store what distill's losses read.
+
+Every epoch of `distill` recomputes the same teacher states; with the cache a distill step runs the student
+only. One cache file per shard file, written atomically and recorded in `cache.json` as it lands: an
+interrupted run, rerun with the same command, keeps the finished files and recomputes the rest, and ends
+with the same bytes as a run that was never interrupted. Format and reading: `vocabshrink.teacher_cache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data import ShardDataset
+from ..errors import ConfigError, ShardError
+from ..files import sha256_file, write_atomic, write_json_atomic
+from ..models import load_teacher
+from ..progress import progress_bar
+from ..shards import STUDENT_TOKENIZER
+from ..teacher_cache import (DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, cache_file_name, layer_key, teacher_config,
+                             teacher_fingerprint)
+from ..tokenization import load_tokenizer
+from .distill.objective import encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CacheReport:
+    """What `cache_teacher` wrote; also `OUT/cache_report.json`."""
+
+    out: str
+    teacher: str
+    teacher_fingerprint: str
+    layers: list[int]
+    dtype: str
+    part: int
+    parts: int
+    files: int
+    files_reused: int
+    examples: int
+    teacher_tokens: int
+    bytes: int
+    bytes_per_token: float
+    seconds: float
+    tokens_per_s: float  # of the files computed by this run
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def cache_teacher(teacher: str | Path, data: Sequence[str | Path], out: str | Path, *,
+                  layers: Sequence[int] | None = None, dtype: str = "float16", batch_tokens: int = 8192,
+                  workers: int = 1, num_shards: int = 1, shard_index: int = 0, verify: str = "sha256",
+                  progress: bool = True) -> CacheReport:
+    """Cache the teacher's token states of `layers` (default: the last) and pooled sentence embeddings.
+
+    Writes one file per shard file of `data` whose number is `shard_index` modulo `num_shards`; `workers`
+    processes compute files side by side (each with cores / workers threads).
+    """
+    started = time.perf_counter()
+    _validate(dtype, batch_tokens, workers, num_shards, shard_index)
+    teacher, out = Path(teacher), Path(out)
+    dataset = _dataset(teacher, data, verify)
+    config = _config(teacher)
+    chosen = _layers(layers, int(config["num_hidden_layers"]))
+    manifest = _manifest(teacher, config, chosen, dtype, dataset, num_shards, shard_index)
+    old = _previous(out, manifest)
+    todo = [s for s in range(len(manifest["_plan"])) if s % num_shards == shard_index]
+    entries = {s: old[s] for s in todo if s in old}
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.tmp"):  # left by an interrupted write
+        stale.unlink()
+    computed_tokens = 0
+    compute = [s for s in todo if s not in entries]
+    total = sum(manifest["_plan"][s]["tokens"] for s in compute)
+    with progress_bar(progress, total=total, desc="cache-teacher", unit="tok", dynamic_ncols=True) as bar:
+        for s, entry in _run(compute, teacher, [str(d) for d in data], out, chosen, dtype, batch_tokens, workers):
+            entries[s] = entry
+            computed_tokens += entry["tokens"]
+            bar.update(entry["tokens"])
+            _write_manifest(out, manifest, entries, complete=False)
+    seconds = time.perf_counter() - started
+    _write_manifest(out, manifest, entries, complete=True)
+    report = _report(out, manifest, entries, len(entries) - len(compute), seconds, computed_tokens)
+    write_atomic(out / "cache_report.json", report.to_json() + "\n")
+    return report
+
+
+def _validate(dtype: str, batch_tokens: int, workers: int, num_shards: int, shard_index: int) -> None:
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if batch_tokens < 1:
+        raise ConfigError(f"--batch-tokens must be at least 1, got {batch_tokens}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ConfigError(f"--shard-index must be in [0, --num-shards), got {shard_index} of {num_shards}")
+
+
+def _dataset(teacher: Path, data: Sequence[str | Path], verify: str) -> ShardDataset:
+    """The shards, checked against the teacher's tokenizer (their own copy of the student's)."""
+    if not data:
+        raise ConfigError("no --data shards given")
+    folders = [Path(d) for d in data]
+    student = folders[0] / STUDENT_TOKENIZER
+    if not student.exists():
+        raise ShardError(f"{folders[0]}: no {STUDENT_TOKENIZER}; this is not a `vocabshrink align` output")
+    return ShardDataset(folders, load_tokenizer(teacher), load_tokenizer(student), verify=verify)
+
+
+def _config(teacher: Path) -> dict[str, Any]:
+    from ..models import read_config
+
+    return teacher_config(read_config(teacher))
+
+
+def _layers(layers: Sequence[int] | None, n: int) -> list[int]:
+    """Sorted teacher layers (0 = embedding output, negatives from the end); default the last."""
+    if not layers:
+        return [n]
+    out = sorted({int(x) + n + 1 if int(x) < 0 else int(x) for x in layers})
+    bad = [x for x in out if not 0 <= x <= n]
+    if bad:
+        raise ConfigError(f"--layers: {bad} out of range; the teacher has layers 0..{n} (0 = embedding output)")
+    return out
+
+
+def _manifest(teacher: Path, config: dict, layers: list[int], dtype: str, dataset: ShardDataset, num_shards: int,
+              shard_index: int) -> dict[str, Any]:
+    """The settings part of the manifest, and `_plan`: per shard file, its sha256, examples and tokens."""
+    plan = []
+    for s, (folder, m) in enumerate(_shard_entries(dataset)):
+        tokens = int(np.asarray(dataset._shard(s)["teacher_offsets"])[-1])
+        plan.append({"folder": str(folder), "shard": m["file"], "shard_sha256": m["sha256"],
+                     "examples": int(m["examples"]), "tokens": tokens})
+    return {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "teacher": {"path": str(teacher), "fingerprint": teacher_fingerprint(teacher), "config": config},
+            "layers": layers, "dtype": dtype, "pooled": "mean of the last layer over each example's tokens, float32",
+            "num_shards": num_shards, "shard_index": shard_index, "_plan": plan}
+
+
+def _shard_entries(dataset: ShardDataset) -> list[tuple[Path, dict]]:
+    return [(folder, entry) for folder, m in zip(dataset.folders, dataset.manifests) for entry in m["shards"]]
+
+
+_SAME = ("format", "format_version", "layers", "dtype", "num_shards", "shard_index")
+
+
+def _previous(out: Path, manifest: dict) -> dict[int, dict]:
+    """The intact files of an earlier run with the same settings, by shard number; refuse other settings."""
+    path = out / MANIFEST
+    if not path.exists():
+        if out.exists() and any(out.iterdir()):
+            raise ConfigError(f"{out}: not empty and holds no teacher cache; pass an empty or new --out")
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ShardError(f"{path}: not valid JSON; delete {out} and run again") from None
+    changed = [k for k in _SAME if old.get(k) != manifest[k]]
+    if old.get("teacher", {}).get("fingerprint") != manifest["teacher"]["fingerprint"]:
+        changed.append("teacher")
+    if [p["shard_sha256"] for p in old.get("_plan", [])] != [p["shard_sha256"] for p in manifest["_plan"]]:
+        changed.append("data")
+    if changed:
+        raise ConfigError(f"{out}: holds a cache made with other {', '.join(changed)}; pass another --out "
+                          "(or delete it)")
+    kept = {}
+    for entry in old.get("files", []):
+        file = out / entry["file"]
+        if file.exists() and file.stat().st_size == entry["bytes"] and sha256_file(file) == entry["sha256"]:
+            kept[int(entry["index"])] = entry
+        else:
+            log.warning("%s: missing or changed; computing it again", file)
+    return kept
+
+
+def _write_manifest(out: Path, manifest: dict, entries: dict[int, dict], complete: bool) -> None:
+    files = [entries[s] for s in sorted(entries)]
+    write_json_atomic(out / MANIFEST, {**manifest, "files": files, "complete": complete})
+
+
+def _report(out: Path, manifest: dict, entries: dict[int, dict], reused: int, seconds: float,
+            computed_tokens: int) -> CacheReport:
+    files = list(entries.values())
+    tokens = sum(e["tokens"] for e in files)
+    size = sum(e["bytes"] for e in files)
+    return CacheReport(
+        out=str(out), teacher=manifest["teacher"]["path"], teacher_fingerprint=manifest["teacher"]["fingerprint"],
+        layers=manifest["layers"], dtype=manifest["dtype"], part=manifest["shard_index"],
+        parts=manifest["num_shards"], files=len(files), files_reused=reused,
+        examples=sum(e["examples"] for e in files), teacher_tokens=tokens, bytes=size,
+        bytes_per_token=round(size / max(tokens, 1), 1), seconds=round(seconds, 2),
+        tokens_per_s=round(computed_tokens / max(seconds, 1e-9), 1))
+
+
+# --------------------------------------------------------------------------- computing (in-process or in workers)
+
+
+def _run(todo: list[int], teacher: Path, data: list[str], out: Path, layers: list[int], dtype: str,
+         batch_tokens: int, workers: int) -> Any:
+    """(shard number, manifest entry) of each file as it is written; in order with one worker."""
+    args = (str(teacher), data, str(out), layers, dtype, batch_tokens)
+    if workers == 1 or len(todo) <= 1:
+        state = _Worker(*args)
+        for s in todo:
+            yield s, state.write(s)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(*args, threads)) as pool:
+        yield from pool.imap(_work, todo)
+
+
+_WORKER: "_Worker | None" = None
+
+
+def _init_worker(teacher: str, data: list[str], out: str, layers: list[int], dtype: str, batch_tokens: int,
+                 threads: int) -> None:
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = _Worker(teacher, data, out, layers, dtype, batch_tokens)
+
+
+def _work(s: int) -> tuple[int, dict]:
+    assert _WORKER is not None
+    return s, _WORKER.write(s)
+
+
+class _Worker:
+    """The teacher and the shards of one process; `write(s)` computes and writes shard file s's cache file."""
+
+    def __init__(self, teacher: str, data: list[str], out: str, layers: list[int], dtype: str,
+                 batch_tokens: int) -> None:
+        self.dataset = _dataset(Path(teacher), data, "size")
+        self.model = encoder(load_teacher(teacher, need_logits=False, dtype=torch.float32,
+                                          device=torch.device("cpu")))
+        self.pad = int(self.dataset.teacher_info["roles"].get("pad", self.dataset.teacher_info["roles"].get("unk", 0)))
+        self.out, self.layers, self.dtype, self.batch_tokens = Path(out), layers, DTYPES[dtype], batch_tokens
+
+    def write(self, s: int) -> dict:
+        """Compute shard file s's states, write its cache file atomically, return its manifest entry."""
+        from safetensors.torch import save
+
+        arrays = self.dataset._shard(s)
+        ids, off = np.asarray(arrays["teacher_ids"]), np.asarray(arrays["teacher_offsets"]).astype(np.int64)
+        raw = save(self.states(ids, off))
+        name = cache_file_name(s)
+        write_atomic(self.out / name, raw)
+        folder, shard = _shard_entries(self.dataset)[s]
+        return {"index": s, "file": name, "folder": str(folder), "shard": shard["file"],
+                "shard_sha256": shard["sha256"], "examples": len(off) - 1, "tokens": int(off[-1]),
+                "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+    @torch.no_grad()
+    def states(self, ids: np.ndarray, off: np.ndarray) -> dict[str, torch.Tensor]:
+        """The chosen layers' token states (rows in the shard's order) and every example's pooled last layer."""
+        lengths = np.diff(off)
+        width = int(self.model.config.hidden_size)
+        last = int(self.model.config.num_hidden_layers)
+        out = {layer_key(layer): torch.zeros(int(off[-1]), width, dtype=self.dtype) for layer in self.layers}
+        pooled = torch.zeros(len(lengths), width, dtype=torch.float32)
+        for batch in _batches(lengths, self.batch_tokens):
+            longest = int(lengths[batch].max())
+            input_ids = torch.full((len(batch), longest), self.pad, dtype=torch.int64)
+            mask = torch.zeros((len(batch), longest), dtype=torch.int64)
+            for r, j in enumerate(batch):
+                n = int(lengths[j])
+                input_ids[r, :n] = torch.from_numpy(ids[off[j]:off[j + 1]].astype(np.int64))
+                mask[r, :n] = 1
+            hidden = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            m = mask.unsqueeze(-1).float()
+            pooled[batch] = (hidden[last].float() * m).sum(1) / m.sum(1).clamp(min=1)
+            for r, j in enumerate(batch):
+                n = int(lengths[j])
+                for layer in self.layers:
+                    out[layer_key(layer)][off[j]:off[j + 1]] = hidden[layer][r, :n].to(self.dtype)
+        out["pooled"] = pooled
+        return out
+
+
+def _batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Examples sorted by length, cut into batches of at most `batch_tokens` padded tokens (at least one
+    example each): the same batches for a shard file whatever else the run does, so its bytes repeat."""
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * int(lengths[order[end]]) <= batch_tokens:
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches

@@ -1,0 +1,199 @@
+"""The teacher-state cache: its files, its manifest, fingerprints, and reading it in place of a teacher forward.
+
+`stages.cache_teacher` writes a cache; `distill --teacher-cache` reads it through `open_cache`. A cache holds,
+for every shard file of the `align` folders it was made from, one safetensors file with the token states of
+the chosen teacher layers (rows in the shard's own token order, float16 or bfloat16) and the pooled sentence
+embedding of every example (the mean of the last layer over its tokens, float32). The manifest (`cache.json`)
+names the teacher by the sha256 of its weights and config, each shard file by its sha256, and each cache file
+by its own. Imports `errors`, `files` and `shards`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import ModelError, ShardError
+from .files import sha256_file
+from .shards import memmap_safetensors, read_safetensors_header
+
+FORMAT = "vocabshrink-teacher-cache"
+FORMAT_VERSION = 1
+MANIFEST = "cache.json"
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size", "model_type")
+
+
+def cache_file_name(index: int) -> str:
+    return f"states-{index:05d}.safetensors"
+
+
+def layer_key(layer: int) -> str:
+    return f"layer_{layer}"
+
+
+def teacher_fingerprint(teacher: str | Path) -> str:
+    """sha256 over the teacher's config.json and weight files: another checkpoint of the same tokenizer differs."""
+    from .models import WEIGHT_FILES
+
+    folder = Path(teacher)
+    parts = []
+    for name in ("config.json", *WEIGHT_FILES):
+        if (folder / name).exists():
+            parts.append(f"{name}:{sha256_file(folder / name)}")
+    if len(parts) < 2:
+        raise ModelError(f"{folder}: no config.json and weights to fingerprint; pass a Hugging Face model folder")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def teacher_config(config: Any) -> dict[str, Any]:
+    """What distill needs of the teacher's config when the teacher is not loaded."""
+    return {k: getattr(config, k) for k in _CONFIG_KEYS}
+
+
+def read_cache_manifest(folder: Path) -> dict:
+    """The manifest of a finished cache; ShardError naming what is wrong otherwise."""
+    path = Path(folder) / MANIFEST
+    if not Path(folder).is_dir():
+        raise ShardError(f"{folder}: no such teacher cache; make one with `vocabshrink cache-teacher`")
+    if not path.exists():
+        raise ShardError(f"{path}: missing; {folder} is not a `vocabshrink cache-teacher` output")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{path}: not valid JSON ({exc}); rerun `vocabshrink cache-teacher`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ShardError(f"{path}: not a vocabshrink teacher-cache manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ShardError(f"{path}: format version {manifest.get('format_version')}, this vocabshrink reads "
+                         f"{FORMAT_VERSION}; rerun `vocabshrink cache-teacher`")
+    if not manifest.get("complete"):
+        raise ShardError(f"{path}: the cache-teacher run that writes this cache did not finish; rerun the same "
+                         "`vocabshrink cache-teacher` command to finish it")
+    return manifest
+
+
+@dataclass
+class TeacherOutput:
+    """What a teacher forward gives the losses: per-layer token states (None where not held), the pooled
+    sentence embedding of the last layer (None: pool the states) and logits (None without a head)."""
+
+    hidden_states: list[torch.Tensor | None] | tuple[torch.Tensor, ...] | None
+    pooled: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+class CachedTeacher:
+    """Reads a cache in place of a teacher forward, for the examples of one `ShardDataset`.
+
+    Made by `open_cache`; `outputs(batch)` pads the cached rows of the batch's examples (its "index") into the
+    shapes a forward would give. `config` carries the teacher's hidden size, layer count and vocabulary size.
+    """
+
+    def __init__(self, config: dict[str, Any], layers: list[int], dtype: torch.dtype,
+                 files: list[Path], rows: list[np.ndarray], dataset: Any) -> None:
+        self.config = SimpleNamespace(**config)
+        self.layers = layers
+        self.dtype = dtype
+        self._files = files  # per shard file of the dataset: its cache file
+        self._rows = rows  # per shard file: the teacher_offsets of its examples
+        self._dataset = dataset
+        self._maps: list[dict[str, np.ndarray] | None] = [None] * len(files)
+
+    def _map(self, i: int) -> dict[str, np.ndarray]:
+        if self._maps[i] is None:
+            self._maps[i] = memmap_safetensors(self._files[i])
+        return self._maps[i]  # type: ignore[return-value]
+
+    def _tensor(self, arr: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.array(arr))  # a copy: the memory map is read-only
+        return t.view(torch.bfloat16) if self.dtype == torch.bfloat16 else t
+
+    def outputs(self, batch: dict[str, Any]) -> TeacherOutput:
+        """The cached states of the batch's examples, padded to its teacher length, as float32 on its device."""
+        mask = batch["teacher_attention_mask"]
+        b, length = mask.shape
+        width = int(self.config.hidden_size)
+        states: list[torch.Tensor | None] = [None] * (int(self.config.num_hidden_layers) + 1)
+        for layer in self.layers:
+            states[layer] = torch.zeros(b, length, width, dtype=torch.float32)
+        pooled = torch.zeros(b, width, dtype=torch.float32)
+        lengths = mask.sum(1).tolist()
+        for row, index in enumerate(batch["index"].tolist()):
+            s, j = self._dataset.locate(int(index))
+            off = self._rows[s]
+            lo, hi = int(off[j]), int(off[j + 1])
+            if hi - lo != lengths[row]:
+                raise ShardError(f"{self._files[s]}: example {index} has {hi - lo} cached teacher tokens, the batch "
+                                 f"{lengths[row]}; the cache was made from other shards")
+            a = self._map(s)
+            for layer in self.layers:
+                states[layer][row, :hi - lo] = self._tensor(a[layer_key(layer)][lo:hi]).float()
+            pooled[row] = torch.from_numpy(np.array(a["pooled"][j]))
+        device = mask.device
+        return TeacherOutput([None if t is None else t.to(device) for t in states], pooled.to(device))
+
+
+def open_cache(caches: Sequence[str | Path], dataset: Any, teacher: str | Path, *, layers: Sequence[int],
+               verify: str = "sha256") -> CachedTeacher:
+    """A `CachedTeacher` over `dataset` from one or several cache folders (parts made with --num-shards).
+
+    Refuses, naming what differs: a cache of another teacher (fingerprint of `teacher`), one that lacks a shard
+    file of `dataset` (other shards) or one of `layers`, an unfinished one and a corrupt file.
+    """
+    manifests = [(Path(c), read_cache_manifest(Path(c))) for c in caches]
+    fp = teacher_fingerprint(teacher)
+    first = manifests[0][1]
+    for folder, m in manifests:
+        if m["teacher"]["fingerprint"] != fp:
+            raise ShardError(f"{folder}: made with another teacher (fingerprint {m['teacher']['fingerprint'][:12]}, "
+                             f"{teacher} has {fp[:12]}); rerun `vocabshrink cache-teacher` with this teacher")
+        for key in ("layers", "dtype"):
+            if m[key] != first[key]:
+                raise ShardError(f"{folder}: {key}={m[key]!r}, but {manifests[0][0]} has {first[key]!r}; parts of "
+                                 "one cache need the same settings")
+    missing = sorted(set(layers) - set(first["layers"]))
+    if missing:
+        raise ShardError(f"{manifests[0][0]}: holds teacher layers {first['layers']}, this run needs {sorted(layers)}"
+                         f" (missing {missing}); rerun cache-teacher with --layers {','.join(map(str, sorted(layers)))}")
+    by_shard = {}
+    for folder, m in manifests:
+        for entry in m["files"]:
+            by_shard[entry["shard_sha256"]] = (folder, entry)
+    files, rows = [], []
+    for s, (folder_path, shard_entry) in enumerate(_dataset_shards(dataset)):
+        if shard_entry["sha256"] not in by_shard:
+            raise ShardError(f"{', '.join(str(c) for c in caches)}: no cached states for {folder_path}/"
+                             f"{shard_entry['file']}: the cache was made from other shards (or is a part made with "
+                             "--num-shards; pass every part)")
+        folder, entry = by_shard[shard_entry["sha256"]]
+        path = folder / entry["file"]
+        _check_cache_file(path, entry, verify)
+        files.append(path)
+        rows.append(np.asarray(dataset._shard(s)["teacher_offsets"]))
+    return CachedTeacher(first["teacher"]["config"], list(first["layers"]), DTYPES[first["dtype"]], files, rows,
+                         dataset)
+
+
+def _dataset_shards(dataset: Any) -> list[tuple[Path, dict]]:
+    """(folder, manifest entry) of every shard file of a ShardDataset, in its order."""
+    return [(folder, entry) for folder, m in zip(dataset.folders, dataset.manifests) for entry in m["shards"]]
+
+
+def _check_cache_file(path: Path, entry: dict, verify: str) -> None:
+    if not path.exists():
+        raise ShardError(f"{path}: missing; rerun `vocabshrink cache-teacher` to rewrite it")
+    if path.stat().st_size != entry["bytes"]:
+        raise ShardError(f"{path}: {path.stat().st_size} bytes, the manifest says {entry['bytes']} (truncated or "
+                         "replaced); rerun `vocabshrink cache-teacher`")
+    read_safetensors_header(path)
+    if verify == "sha256" and sha256_file(path) != entry["sha256"]:
+        raise ShardError(f"{path}: sha256 differs from the manifest (corrupt or changed); rerun "
+                         "`vocabshrink cache-teacher`")
