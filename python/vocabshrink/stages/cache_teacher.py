@@ -26,7 +26,7 @@ from ..errors import ConfigError, ShardError
 from ..files import sha256_file, write_atomic, write_json_atomic
 from ..models import load_teacher
 from ..progress import progress_bar
-from ..shards import STUDENT_TOKENIZER
+from ..shards import STUDENT_TOKENIZER, read_manifest
 from ..teacher_cache import (DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, cache_file_name, layer_key, teacher_config,
                              teacher_fingerprint)
 from ..tokenization import load_tokenizer
@@ -113,6 +113,7 @@ def _dataset(teacher: Path, data: Sequence[str | Path], verify: str) -> ShardDat
     if not data:
         raise ConfigError("no --data shards given")
     folders = [Path(d) for d in data]
+    read_manifest(folders[0])  # names a missing or unfinished folder
     student = folders[0] / STUDENT_TOKENIZER
     if not student.exists():
         raise ShardError(f"{folders[0]}: no {STUDENT_TOKENIZER}; this is not a `vocabshrink align` output")

@@ -1,0 +1,266 @@
+"""cache-teacher and distill --teacher-cache: the cached states equal the teacher's, distill gives the same run with
+the cache as without, an interrupted cache finishes to the same bytes, and every mismatch is refused by name.
+
+Tiny teachers (MiniLM's tokenizer, 2 layers of 32) and real shards of WikiText-2 lines, several shard files each.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from conftest import tiny_bert
+from test_distill import TEACHER_FILES, lines, models  # noqa: F401  (session fixtures)
+from vocabshrink.cli import cli
+from vocabshrink.errors import ConfigError, ShardError
+from vocabshrink.stages import cache_teacher as C
+from vocabshrink.stages import distill as T
+from vocabshrink.teacher_cache import layer_key, open_cache
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, models, lines):  # noqa: F811
+    """Shards cut into several files, and a cache of the head-less teacher over them and the held-out shards."""
+    from vocabshrink.stages.align import align
+
+    root = tmp_path_factory.mktemp("cache")
+    corpus = root / "train.txt"
+    corpus.write_text("\n\n".join(lines[:160]) + "\n", encoding="utf-8")
+    shards = root / "shards"
+    align([str(corpus)], teacher=str(models["bare"]), student=str(models["student"]), out=str(shards),
+          alignment="both", max_length=64, examples_per_shard=40, progress=False)
+    cache = root / "cache"
+    report = C.cache_teacher(models["bare"], [shards, models["held_out"]], cache, layers=[1, 2], progress=False)
+    return {**models, "shards": shards, "cache": cache, "report": report, "root": root}
+
+
+def _dataset(s, folders):
+    from vocabshrink.data import ShardDataset
+
+    return ShardDataset(folders, s["bare"], s["student"])
+
+
+def _n_files(shards: Path) -> int:
+    return len(json.loads((shards / "manifest.json").read_text())["shards"])
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("states-*.safetensors"))}
+
+
+def test_cached_states_equal_the_teachers_forward(setup):
+    """Every example's cached rows are the teacher's states of it (float16 rounding), pooled its float32 mean."""
+    from vocabshrink.models import load_teacher
+
+    report = setup["report"]
+    assert report.files == _n_files(setup["shards"]) + 1 > 3
+    assert report.layers == [1, 2] and report.dtype == "float16"
+    assert report.bytes_per_token > 2 * 2 * 32  # two layers of 32 float16 values, plus the pooled rows
+    ds = _dataset(setup, [setup["shards"], setup["held_out"]])
+    assert report.examples == len(ds) and report.teacher_tokens == int(ds.lengths("teacher").sum())
+    model = load_teacher(setup["bare"], need_logits=False, dtype=torch.float32, device="cpu")
+    cached = open_cache([setup["cache"]], ds, setup["bare"], layers=[1, 2])
+    for index in (0, 39, 40, 117, len(ds) - 1):
+        ids = torch.from_numpy(ds[index]["teacher_ids"].astype(np.int64))[None]
+        with torch.no_grad():
+            states = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states
+        batch = {"index": torch.tensor([index]), "teacher_attention_mask": torch.ones_like(ids)}
+        out = cached.outputs(batch)
+        for layer in (1, 2):
+            torch.testing.assert_close(out.hidden_states[layer], states[layer].half().float(), atol=2e-3, rtol=0)
+        assert out.hidden_states[0] is None
+        torch.testing.assert_close(out.pooled, states[2].mean(1), atol=1e-5, rtol=1e-5)
+
+
+def test_distill_with_the_cache_is_the_same_run(setup, tmp_path):
+    """20 steps, same seed: losses and final weights as with the teacher itself, up to float16 rounding."""
+    common = dict(teacher=setup["bare"], student=setup["student"], data=[setup["shards"]],
+                  eval_data=[setup["held_out"]], batch_size=8, max_steps=20, lr=2e-3, warmup_steps=2,
+                  progress=False, seed=5, layer_map="1:1,2:2", similarity_weight=0.5)
+    plain = T.distill(out=tmp_path / "plain", **common)
+    cached = T.distill(out=tmp_path / "cached", teacher_cache=[setup["cache"]], **common)
+    assert cached.settings["teacher_states"] == "cache" and plain.settings["teacher_states"] == "forward"
+    assert cached.final_loss == pytest.approx(plain.final_loss, rel=1e-3)
+    for k in plain.final_losses:
+        assert cached.final_losses[k] == pytest.approx(plain.final_losses[k], rel=2e-3, abs=1e-5)
+    for k in plain.evaluation:
+        assert cached.evaluation[k] == pytest.approx(plain.evaluation[k], rel=2e-3, abs=1e-4)
+    a, b = load_file(str(tmp_path / "plain/final/model.safetensors")), load_file(
+        str(tmp_path / "cached/final/model.safetensors"))
+    start = load_file(str(setup["student"] / "model.safetensors"))
+    keys = [k for k in a if k in start]
+    moved = torch.cat([(a[k] - start[k]).flatten() for k in keys]).norm()
+    differ = torch.cat([(b[k] - a[k]).flatten() for k in keys]).norm()
+    # Adam's update of a parameter whose gradient is near 0 may flip with the rounding: compare norms, not entries
+    assert moved > 0.1 and differ < 0.01 * moved, (float(moved), float(differ))
+
+
+def test_the_cache_replaces_the_teacher_weights(setup, tmp_path, monkeypatch):
+    """With --teacher-cache the teacher model is never loaded."""
+    import vocabshrink.stages.distill.prepare as P
+
+    def refuse(*a, **k):
+        raise AssertionError("the teacher was loaded")
+
+    monkeypatch.setattr(P, "load_teacher", refuse)
+    T.distill(teacher=setup["bare"], student=setup["student"], data=[setup["shards"]], out=tmp_path / "r",
+              teacher_cache=[setup["cache"]], batch_size=8, max_steps=2, progress=False, layer_map="2:2")
+
+
+def test_interrupted_cache_finishes_to_the_same_bytes(setup, tmp_path, monkeypatch):
+    """A run stopped after two files (and a half-written third) reruns to the bytes of an uninterrupted run;
+    distill refuses the unfinished cache meanwhile."""
+    data = [setup["shards"], setup["held_out"]]
+    out = tmp_path / "cache"
+    real_write, calls = C._Worker.write, []
+
+    def dying(self, s):
+        if len(calls) == 2:
+            (out / "states-00002.safetensors.tmp").write_bytes(b"half a file")
+            raise KeyboardInterrupt
+        calls.append(s)
+        return real_write(self, s)
+
+    monkeypatch.setattr(C._Worker, "write", dying)
+    with pytest.raises(KeyboardInterrupt):
+        C.cache_teacher(setup["bare"], data, out, layers=[1, 2], progress=False)
+    manifest = json.loads((out / "cache.json").read_text())
+    assert not manifest["complete"] and len(manifest["files"]) == 2
+    with pytest.raises(ShardError, match="did not finish"):
+        T.distill(teacher=setup["bare"], student=setup["student"], data=[setup["shards"]], out=tmp_path / "r",
+                  teacher_cache=[out], batch_size=8, max_steps=2, progress=False)
+    monkeypatch.setattr(C._Worker, "write", real_write)
+    report = C.cache_teacher(setup["bare"], data, out, layers=[1, 2], progress=False)
+    assert report.files_reused == 2 and not list(out.glob("*.tmp"))
+    assert _files(out) == _files(setup["cache"])
+    again = C.cache_teacher(setup["bare"], data, out, layers=[1, 2], progress=False)
+    assert again.files_reused == report.files  # nothing left to do
+
+
+def test_a_damaged_cache_file_is_recomputed_by_a_rerun_and_refused_by_distill(setup, tmp_path):
+    out = tmp_path / "cache"
+    shutil.copytree(setup["cache"], out)
+    victim = out / "states-00001.safetensors"
+    raw = bytearray(victim.read_bytes())
+    raw[-5] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match="sha256 differs"):
+        T.distill(teacher=setup["bare"], student=setup["student"], data=[setup["shards"]], out=tmp_path / "r",
+                  teacher_cache=[out], batch_size=8, max_steps=2, progress=False)
+    victim.write_bytes(bytes(raw[:100]))
+    with pytest.raises(ShardError, match="truncated"):
+        T.distill(teacher=setup["bare"], student=setup["student"], data=[setup["shards"]], out=tmp_path / "r",
+                  teacher_cache=[out], batch_size=8, max_steps=2, progress=False)
+    report = C.cache_teacher(setup["bare"], [setup["shards"], setup["held_out"]], out, layers=[1, 2],
+                             progress=False)
+    assert report.files_reused == report.files - 1 and _files(out) == _files(setup["cache"])
+
+
+def test_distill_refuses_a_cache_that_does_not_fit(setup, tmp_path):
+    """Another teacher, other shards, missing layers, held-out data outside the cache, logits: refused by name."""
+    other = tmp_path / "other-teacher"
+    tiny_bert(30522, 32, 2, seed=9, mlm=False).save_pretrained(other)
+    for name in TEACHER_FILES:
+        if (setup["minilm"] / name).exists():
+            shutil.copy2(setup["minilm"] / name, other / name)
+    base = dict(student=setup["student"], data=[setup["shards"]], batch_size=8, max_steps=2, progress=False)
+    with pytest.raises(ShardError, match="another teacher"):
+        T.distill(teacher=other, out=tmp_path / "a", teacher_cache=[setup["cache"]], **base)
+    held_only = tmp_path / "held-cache"
+    C.cache_teacher(setup["bare"], [setup["held_out"]], held_only, progress=False)
+    with pytest.raises(ShardError, match="no cached states for .*shard-00000"):
+        T.distill(teacher=setup["bare"], out=tmp_path / "b", teacher_cache=[held_only], **base)
+    with pytest.raises(ShardError, match=r"missing \[0\].*--layers 0,2"):
+        T.distill(teacher=setup["bare"], out=tmp_path / "c", teacher_cache=[setup["cache"]], layer_map="0:0,2:2",
+                  **base)
+    train_only = tmp_path / "train-cache"
+    C.cache_teacher(setup["bare"], [setup["shards"]], train_only, progress=False)
+    with pytest.raises(ShardError, match="--eval-data: .*cache-teacher's --data too"):
+        T.distill(teacher=setup["bare"], out=tmp_path / "d", teacher_cache=[train_only],
+                  eval_data=[setup["held_out"]], **base)
+    with pytest.raises(ConfigError, match="not logits"):
+        T.distill(teacher=setup["teacher"], out=tmp_path / "e", teacher_cache=[setup["cache"]], kl_weight=1.0,
+                  **base)
+    with pytest.raises(ShardError, match="no such teacher cache"):
+        T.distill(teacher=setup["bare"], out=tmp_path / "f", teacher_cache=[tmp_path / "nowhere"], **base)
+
+
+def test_parts_cover_the_shards_together(setup, tmp_path):
+    """--num-shards 2: each part holds every other shard file; distill needs both."""
+    data = [setup["shards"]]
+    parts = [tmp_path / f"part{i}" for i in range(2)]
+    for i, p in enumerate(parts):
+        r = C.cache_teacher(setup["bare"], data, p, num_shards=2, shard_index=i, progress=False)
+        assert (r.part, r.parts) == (i, 2)
+    n = _n_files(setup["shards"])
+    assert sorted(_files(parts[0])) == [f"states-{i:05d}.safetensors" for i in range(0, n, 2)]
+    assert sorted(_files(parts[1])) == [f"states-{i:05d}.safetensors" for i in range(1, n, 2)]
+    whole = tmp_path / "whole"
+    C.cache_teacher(setup["bare"], data, whole, progress=False)
+    assert {**_files(parts[0]), **_files(parts[1])} == _files(whole)
+    base = dict(teacher=setup["bare"], student=setup["student"], data=data, batch_size=8, max_steps=2,
+                progress=False)
+    with pytest.raises(ShardError, match="pass every part"):
+        T.distill(out=tmp_path / "a", teacher_cache=[parts[0]], **base)
+    T.distill(out=tmp_path / "b", teacher_cache=parts, **base)
+
+
+def test_two_workers_write_the_same_states(setup, tmp_path):
+    report = C.cache_teacher(setup["bare"], [setup["shards"]], tmp_path / "w2", layers=[1, 2], workers=2,
+                             progress=False)
+    assert report.files == _n_files(setup["shards"])
+    for name in _files(tmp_path / "w2"):
+        a, b = load_file(str(tmp_path / "w2" / name)), load_file(str(setup["cache"] / name))
+        for k in a:
+            torch.testing.assert_close(a[k].float(), b[k].float(), atol=2e-3, rtol=0)
+
+
+def test_bfloat16_cache(setup, tmp_path):
+    report = C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "bf", dtype="bfloat16", progress=False)
+    states = load_file(str(tmp_path / "bf" / "states-00000.safetensors"))
+    assert states[layer_key(2)].dtype == torch.bfloat16 and states["pooled"].dtype == torch.float32
+    ds = _dataset(setup, [setup["held_out"]])
+    out = open_cache([tmp_path / "bf"], ds, setup["bare"], layers=[2]).outputs(
+        {"index": torch.tensor([0]), "teacher_attention_mask": torch.ones(1, int(ds.lengths("teacher")[0]))})
+    assert out.hidden_states[2].dtype == torch.float32 and report.bytes_per_token < 100
+
+
+def test_cache_teacher_refuses_bad_input(setup, tmp_path):
+    data = [setup["held_out"]]
+    with pytest.raises(ConfigError, match="out of range"):
+        C.cache_teacher(setup["bare"], data, tmp_path / "a", layers=[3], progress=False)
+    with pytest.raises(ConfigError, match="--dtype"):
+        C.cache_teacher(setup["bare"], data, tmp_path / "a", dtype="int8", progress=False)
+    with pytest.raises(ConfigError, match="--shard-index"):
+        C.cache_teacher(setup["bare"], data, tmp_path / "a", num_shards=2, shard_index=2, progress=False)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        C.cache_teacher(setup["bare"], data, tmp_path / "full", progress=False)
+    C.cache_teacher(setup["bare"], data, tmp_path / "b", progress=False)
+    with pytest.raises(ConfigError, match="other layers"):
+        C.cache_teacher(setup["bare"], data, tmp_path / "b", layers=[1], progress=False)
+    with pytest.raises(ConfigError, match="other data"):
+        C.cache_teacher(setup["bare"], [setup["shards"]], tmp_path / "b", progress=False)
+    with pytest.raises(ShardError, match="no such shard folder"):
+        C.cache_teacher(setup["bare"], [tmp_path / "nowhere"], tmp_path / "c", progress=False)
+
+
+def test_cli(setup, tmp_path):
+    runner = CliRunner()
+    help_text = runner.invoke(cli, ["cache-teacher", "--help"]).output
+    assert "Example:" in help_text and "--teacher-cache" in runner.invoke(cli, ["distill", "--help"]).output
+    res = runner.invoke(cli, ["cache-teacher", "--teacher", str(setup["bare"]), "--data", str(setup["held_out"]),
+                              "--out", str(tmp_path / "c"), "--layers", "-1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["layers"] == [2]
+    bad = runner.invoke(cli, ["cache-teacher", "--teacher", str(setup["bare"]), "--data", str(setup["held_out"]),
+                              "--out", str(tmp_path / "d"), "--layers", "two"])
+    assert bad.exit_code == 1 and "--layers must be comma-separated" in bad.output
