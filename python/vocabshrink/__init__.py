@@ -1,7 +1,7 @@
 """vocabshrink: distil BERT-family encoders into small students with a reduced vocabulary.
 
 The public API is re-exported here: each stage function and its report (build_vocab, align, audit (the
-inspect command), init_student, distill with DistillOptions, evaluate, export, demo), the core's face
+inspect command), init_student, cache_teacher, distill with DistillOptions, evaluate, export, demo), the core's face
 (Aligner, Alignment, ...), span_mean/chunk_mean and the losses module, and the data pipeline (ShardDataset,
 Collator). Everything else is internal; ARCHITECTURE.md has the map. Heavy modules (torch, transformers) load on
 first use, so that `import vocabshrink` and the CLI's `--help` stay fast.
@@ -49,6 +49,8 @@ _LAZY = {
     "Collator": "data",
     "audit": "stages.inspect",
     "AuditReport": "stages.inspect",
+    "cache_teacher": "stages.cache_teacher",
+    "CacheReport": "stages.cache_teacher",
     "distill": "stages.distill",
     "DistillOptions": "stages.distill",
     "TrainingReport": "stages.distill",

@@ -52,7 +52,8 @@ def cli(verbose: int) -> None:
       vocabshrink build-vocab CORPUS --teacher T --size 10000 --out student-tok
       vocabshrink align CORPUS --teacher T --student student-tok --out shards
       vocabshrink init-student --teacher T --tokenizer student-tok --out student
-      vocabshrink distill --teacher T --student student --data shards --out run
+      vocabshrink cache-teacher --teacher T --data shards --out cache     (optional: the teacher run once)
+      vocabshrink distill --teacher T --student student --data shards --out run [--teacher-cache cache]
       vocabshrink evaluate --teacher T --student run/final --out report
     """
     if not sys.stderr.isatty():
