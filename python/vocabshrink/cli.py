@@ -126,6 +126,8 @@ def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequen
 @click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
               help="Invalid UTF-8: stop with an error, or replace it.")
 @click.option("--max-lines", type=POS, default=None, help="Read at most this many lines of the corpus.")
+@click.option("--prompt", default="", help="Text put before every document, for teacher and student (e.g. "
+              "'query: ' for the E5 models); the exported student applies it too.")
 @click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
               help="Show a progress bar.")
 def align_command(corpus: tuple[str, ...], **options) -> None:
@@ -387,6 +389,8 @@ def _speed_shape(ctx: click.Context, param: click.Parameter, values: tuple[str, 
 @click.option("--repeats", type=POS, default=3, show_default=True, help="Timed passes; the median is reported.")
 @click.option("--threads", type=POS, default=None, help="CPU threads for timing (default: torch's default).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots.")
+@click.option("--prompt", default=None, help="Text put before every sentence both models embed, e.g. 'query: ' "
+              "[default: the student's own, from align --prompt; else none].")
 def evaluate_command(**options) -> None:
     """Compare a student with its teacher: size, speed, fidelity, STS and probes; write OUT/report.md.
 

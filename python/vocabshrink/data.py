@@ -74,10 +74,10 @@ class ShardDataset(torch.utils.data.Dataset):
                 raise ShardError(f"{where}: made with another student tokenizer (fingerprint "
                                  f"{m['student']['fingerprint'][:12]}, given {s_fp[:12]}); align again with this "
                                  "student or pass the student the shards were made with")
-            for key in ("max_length", "alignment"):
-                if m["settings"][key] != first["settings"][key]:
-                    raise ShardError(f"{where}: {key}={m['settings'][key]!r}, but {folders[0]} has "
-                                     f"{first['settings'][key]!r}; parts of one data set need the same settings")
+            for key in ("max_length", "alignment", "prompt"):
+                if m["settings"].get(key) != first["settings"].get(key):
+                    raise ShardError(f"{where}: {key}={m['settings'].get(key)!r}, but {folders[0]} has "
+                                     f"{first['settings'].get(key)!r}; parts of one data set need the same settings")
             if m["table"]["sha256"] != first["table"]["sha256"]:
                 raise ShardError(f"{where}: its split table differs from {folders[0]}'s")
             part = (m["settings"]["num_shards"], m["settings"]["shard_index"])

@@ -398,6 +398,7 @@ def align(
     text_field: str = "text",
     errors: str = "strict",
     max_lines: int | None = None,
+    prompt: str = "",
     progress: bool = True,
 ) -> AlignReport:
     """Cut `corpus` into aligned teacher/student examples and write them as shards in `out`.
@@ -405,7 +406,8 @@ def align(
     Documents (a blank-line-separated paragraph, a line with split="line", a
     sentence with split="sentence", or a .jsonl record) go to part `doc_number % num_shards`; this call writes part
     `shard_index`. With `resume`, a rerun with the same settings keeps the
-    intact shards a previous run recorded and redoes the rest.
+    intact shards a previous run recorded and redoes the rest. `prompt` (e.g. "query: " for the E5 models) is
+    put before every document's text, for teacher and student alike.
     """
     _validate(max_length, alignment, workers, num_shards, shard_index, examples_per_shard)
     from ..aligner import Aligner
@@ -422,6 +424,8 @@ def align(
     settings = _settings(paths, max_length=max_length, alignment=alignment, split=split, text_field=text_field,
                          errors=errors, max_lines=max_lines, examples_per_shard=examples_per_shard,
                          num_shards=num_shards, shard_index=shard_index)
+    if prompt:  # recorded only when given: folders made without one keep their manifests
+        settings["prompt"] = prompt
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "teacher": t_facts, "student": s_facts,
@@ -435,7 +439,8 @@ def align(
     cfg = _CutSettings(t_tok.to_str(), s_tok.to_str(), split_lengths, t_facts["prefix"], t_facts["suffix"],
                        s_facts["prefix"], s_facts["suffix"], max_length, alignment != "split")
     writer = _ShardWriter(out, manifest, examples_per_shard, alignment != "split")
-    documents = _Documents(paths, split, text_field, errors, max_lines, num_shards, shard_index, writer.cursor[0])
+    documents = _Documents(paths, split, text_field, errors, max_lines, num_shards, shard_index, writer.cursor[0],
+                           prompt)
     bar = progress_bar(progress, desc=f"align {out.name}", unit=" texts", dynamic_ncols=True)
     for results in _run_tasks(documents.tasks(), cfg, workers):
         writer.add(results)
@@ -507,6 +512,7 @@ class _Documents:
     num_shards: int
     shard_index: int
     first: int  # the first document still to do
+    prompt: str = ""  # put before every document's text
     seen: int = 0  # documents in the whole corpus (all parts)
 
     def tasks(self) -> Iterator[list[tuple[int, str]]]:
@@ -517,7 +523,7 @@ class _Documents:
             self.seen += 1
             if number % self.num_shards != self.shard_index or number < self.first:
                 continue
-            batch.append((number, text))
+            batch.append((number, self.prompt + text))
             chars += len(text)
             if chars >= TASK_CHARS or len(batch) >= TASK_DOCS:
                 yield batch

@@ -31,6 +31,7 @@ from ..files import write_atomic
 from ..models import load_model
 from ..models import read_config as read_model_config
 from ..tokenization import load_tokenizer, read_config, special_tokens
+from .export import read_prompt
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ class _Loaded:
     max_length: int  # tokens per sentence for the quality measures
     has_mlm_head: bool
     positions: int  # the model's position embeddings: the longest input it takes
+    prompt: str = ""  # put before every sentence this model embeds (e.g. "query: " for the E5 models)
 
 
 def _load(path: str | os.PathLike, device: Any, max_length: int) -> _Loaded:
@@ -317,7 +319,7 @@ def _pad(ids: list[list[int]], idx: np.ndarray, pad_id: int) -> tuple[np.ndarray
 
 def _embed(m: _Loaded, sentences: Sequence[str], batch_size: int, device: Any) -> np.ndarray:
     """Mean-pooled last-layer embeddings [N, H] (float32), in the input order (the agreement metric's pooling)."""
-    return embed(m.model, m.tokenizer, list(sentences), batch_size=batch_size, max_length=m.max_length,
+    return embed(m.model, m.tokenizer, [m.prompt + x for x in sentences], batch_size=batch_size, max_length=m.max_length,
                  device=device)
 
 
@@ -904,13 +906,15 @@ def evaluate(
     repeats: int = 3,
     threads: int | None = None,
     plots: bool = True,
+    prompt: str | None = None,
 ) -> EvalReport:
     """Compare a distilled student with its teacher; write report.md, report.json and PNG plots into `out`.
 
     corpus: held-out text for fidelity (teacher agreement, MLM accuracy, fertility); sts: GLUE STS-B style TSVs;
     tasks: "NAME=TRAIN.tsv,TEST.tsv" (text and label columns) for linear probes; run: a distill output folder
     (its metrics.jsonl gives loss curves); shards: align output folders whose audit gives the fertility histogram.
-    Speed is measured on CPU (and GPU when present) at `speed_shapes` (batch, sequence length).
+    Speed is measured on CPU (and GPU when present) at `speed_shapes` (batch, sequence length). `prompt` is put
+    before every sentence both models embed; None: the student's own (align --prompt, recorded at export).
     """
     import torch
 
@@ -926,7 +930,10 @@ def evaluate(
     t = _load(teacher, dev, max_length)
     s = _load(student, dev, max_length)
     proj = _load_projection(s.path)
+    t.prompt = s.prompt = read_prompt(s.path) if prompt is None else prompt
     report = _new_report(teacher, student, out_dir, dev, seed, t, s, max_length)
+    if t.prompt:
+        report.notes.append(f"every sentence embedded with the prompt {t.prompt!r} before it (teacher and student)")
     if proj is None:
         report.notes.append(f"the student has no {PROJECTION_FILE}: only raw student embeddings are scored")
     if speed:

@@ -54,8 +54,25 @@ def teacher_modules(teacher: Path | None) -> tuple[dict[str, Any], bool, int | N
     return pooling, normalize, max_len
 
 
-def write_sentence_transformers(folder: Path, teacher: Path | None) -> list[str]:
-    """Add the sentence-transformers modules to a student folder; return the module types written."""
+PROMPT_CONFIG = "config_sentence_transformers.json"
+
+
+def read_prompt(folder: str | os.PathLike) -> str:
+    """The default prompt a sentence-transformers folder declares ("" when none)."""
+    path = Path(folder) / PROMPT_CONFIG
+    if not path.is_file():
+        return ""
+    config = _read_json(path)
+    name = config.get("default_prompt_name")
+    return str((config.get("prompts") or {}).get(name, "")) if name else ""
+
+
+def write_sentence_transformers(folder: Path, teacher: Path | None, prompt: str = "") -> list[str]:
+    """Add the sentence-transformers modules to a student folder; return the module types written.
+
+    A `prompt` the student was trained with (align --prompt) becomes its default prompt, which
+    `SentenceTransformer.encode` puts before every text.
+    """
     from .evaluate import _load_projection
 
     config = _read_json(folder / "config.json")
@@ -89,6 +106,8 @@ def write_sentence_transformers(folder: Path, teacher: Path | None) -> list[str]
         modules.append({"idx": n, "name": str(n), "path": f"{n}_Normalize",
                         "type": "sentence_transformers.models.Normalize"})
     write_atomic(folder / "modules.json", json.dumps(modules, indent=2) + "\n")
+    if prompt:
+        write_json_atomic(folder / PROMPT_CONFIG, {"prompts": {"query": prompt}, "default_prompt_name": "query"})
     return [m["type"].rsplit(".", 1)[-1] for m in modules]
 
 
@@ -176,7 +195,7 @@ def command_line(settings: dict[str, Any], teacher: str, student: str, data: lis
 
 def finish_folder(folder: Path, teacher: Path | None, training: dict | None, title: str | None = None) -> list[str]:
     """sentence-transformers modules and the model card, for a folder `distill` or `export` wrote."""
-    modules = write_sentence_transformers(folder, teacher)
+    modules = write_sentence_transformers(folder, teacher, ((training or {}).get("settings") or {}).get("prompt", ""))
     command = "(not recorded)"
     if training:
         command = command_line(training.get("settings", {}), training["teacher"], training["student"],
@@ -231,7 +250,8 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str | 
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("README.md", "modules.json", "*_Pooling", "*_Dense",
-                                                                 "*_Normalize", "sentence_bert_config.json"))
+                                                                 "*_Normalize", "sentence_bert_config.json",
+                                                                 PROMPT_CONFIG))
     if source.name.startswith(".tmp-"):
         shutil.rmtree(source, ignore_errors=True)
     modules = finish_folder(tmp, teacher if teacher and teacher.is_dir() else None, training, title=out.name)

@@ -121,6 +121,8 @@ def setup(opts: DistillOptions) -> Run:
     pairs = parse_layer_map(opts.layer_map, num_layers(student), t_layers)
     settings["layer_map"] = [list(p) for p in pairs]
     settings["teacher_states"] = "cache" if opts.teacher_cache else "forward"
+    if dataset.settings.get("prompt"):  # align's prompt: the exported student is told to apply it
+        settings["prompt"] = dataset.settings["prompt"]
     hidden_layers = sorted({t for _, t in pairs}) if opts.mse_weight > 0 or opts.cosine_weight > 0 else []
     teacher = _teacher(opts, dataset, hidden_layers, dev)
     _check_vocabularies(opts, teacher, student, teacher_tok, student_tok)
