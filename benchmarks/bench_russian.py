@@ -1,0 +1,207 @@
+"""The seed's case: multilingual-e5-small (250K vocabulary) reduced to a tiny Russian student, beside the full and
+the trimmed teacher and Model2Vec from the same teacher, on Russian STS-B dev.
+
+The pipeline, each stage a `vocabshrink` command in a subprocess (printed with the table), never on STS-B:
+- training text: the Russian literature of `../shared/data/ru/ruslit/train.txt` (each work joined, cut into
+  sentences) and the Russian Tatoeba sentences, deduplicated and shuffled (seed 0), `--sentences` of them;
+- `build-vocab` (the teacher's family: Unigram) of `--vocab` pieces on that text;
+- `align --split line --max-length 64 --prompt "query: "` (the model card's prompt, for teacher and student);
+- `init-student --layers 3 --hidden 264 --heads 12` (DistilRuBERT-tiny's shape);
+- `cache-teacher` (the teacher run once), then `distill --teacher-cache` with the default recipe for as many
+  steps as fit `--minutes` of distillation (cache included: cache-teacher's time is measured first and
+  a few timed steps give the step time);
+- scores: Spearman of the gold scores against the cosine of mean-pooled embeddings with the "query: " prompt.
+
+Rows: the teacher (runs/teachers/e5-small from `benchmarks/teachers.py`), its Russian trim (from
+`benchmarks/bench_trim.py`, if present), Model2Vec `distill(teacher, pca_dims=D)` at the student's parameter
+count (from the full and from the trimmed teacher), TF-IDF, the student (raw and projected).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_russian.py --minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA, ROOT  # noqa: E402
+from bench_quality import encoder_of, params_of, read_sts, spearman_of, tfidf_score  # noqa: E402
+from bench_results import Runner  # noqa: E402
+
+log = logging.getLogger("bench_russian")
+PROMPT = "query: "
+
+
+def russian_sentences(data: Path, out: Path, limit: int, seed: int = 0, min_chars: int = 12) -> dict[str, int]:
+    """Sentences of the Russian literature (each work joined first: its lines are hard-wrapped) and Tatoeba."""
+    from vocabshrink.corpus import split_sentences
+    from vocabshrink.files import write_atomic
+
+    works = (data / "ru/ruslit/train.txt").read_text(encoding="utf-8").split("\n\n")
+    lit = [s for w in works for s in split_sentences(" ".join(x.strip() for x in w.splitlines() if x.strip()))]
+    tatoeba = (data / "ru/tatoeba/sentences.txt").read_text(encoding="utf-8").splitlines()
+    good = [s for s in lit + tatoeba if min_chars <= len(s.strip()) <= 400]
+    sentences = list(dict.fromkeys(s.strip() for s in good))
+    random.Random(seed).shuffle(sentences)
+    chosen = sentences[:limit]
+    write_atomic(out, "\n".join(chosen) + "\n")
+    return {"literature sentences": len(lit), "tatoeba": len(tatoeba), "deduplicated": len(sentences),
+            "used": len(chosen)}
+
+
+def embed_prompted(folder: Path, project: bool = False):
+    """`encoder_of` with the prompt before every sentence."""
+    enc = encoder_of(folder, project=project)
+    return None if enc is None else (lambda texts: enc([PROMPT + t for t in texts]))
+
+
+def model2vec_row(teacher: Path, params: int, work: Path, sts, label: str) -> dict:
+    """Model2Vec from `teacher` with about `params` parameters (its vocabulary x PCA dimensions)."""
+    from model2vec import StaticModel
+    from model2vec.distill import distill
+
+    from vocabshrink.tokenization import load_tokenizer
+
+    folder = work / f"model2vec-{label}-{params}"
+    if (folder / "config.json").exists():
+        m, seconds = StaticModel.from_pretrained(str(folder)), json.loads((folder / "seconds.json").read_text())
+    else:
+        rows = load_tokenizer(teacher).get_vocab_size(with_added_tokens=True)
+        t0 = time.time()
+        m = distill(model_name=str(teacher), pca_dims=max(2, round(params / rows)))
+        seconds = time.time() - t0
+        m.save_pretrained(str(folder))
+        (folder / "seconds.json").write_text(json.dumps(seconds))
+    enc = lambda texts: m.encode([PROMPT + t for t in texts])  # noqa: E731
+    return {"model": f"Model2Vec from the {label} teacher, pca_dims={m.embedding.shape[1]}",
+            "params": int(np.prod(m.embedding.shape)), "minutes": seconds / 60, "sts": spearman_of(enc, *sts)}
+
+
+def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -> dict:
+    """The pipeline's stages; returns the student's row with the seconds of each stage."""
+    w = a.work
+    tok, shards, init = w / f"vocab-{a.vocab}", w / f"shards-{a.vocab}", w / f"student-{a.vocab}"
+    cache = w / f"cache-{a.vocab}"
+    stages = [
+        ("build_vocab", ["build-vocab", str(train), "--teacher", str(teacher), "--size", str(a.vocab), "--out",
+                         str(tok), "--no-progress"], tok, "vocab_report.json"),
+        ("align", ["align", str(train), "--teacher", str(teacher), "--student", str(tok), "--out", str(shards),
+                   "--split", "line", "--max-length", "64", "--prompt", PROMPT, "--workers", "2", "--no-progress"],
+         shards, "align_report.json"),
+        ("init_student", ["init-student", "--teacher", str(teacher), "--tokenizer", str(tok), "--out", str(init),
+                          "--layers", "3", "--hidden", "264", "--heads", "12"], init, "init_report.json"),
+        ("cache_teacher", ["cache-teacher", "--teacher", str(teacher), "--data", str(shards), "--out", str(cache),
+                           "--no-progress"], cache, "cache_report.json"),
+    ]
+    seconds, commands = {}, []
+    for name, args, folder, done in stages:
+        seconds[name] = _timed(runner, args, folder, done)
+        commands.append(runner.display(args))
+    base = ["distill", "--teacher", str(teacher), "--student", str(init), "--data", str(shards), "--teacher-cache",
+            str(cache), "--device", "cpu", "--no-progress", *a.distill_args.split()]
+    calib = w / f"calibrate-{a.vocab}"
+    seconds["calibration"] = _timed(runner, [*base, "--out", str(calib), "--max-steps", "30",
+                                             "--checkpoint-minutes", "0"], calib, "training_report.json")
+    rep = json.loads((calib / "training_report.json").read_text())
+    s_per_step = rep["teacher_tokens_seen"] / max(rep["tokens_per_s"], 1e-9) / 30
+    left = a.minutes * 60 - seconds["cache_teacher"] - seconds["calibration"]
+    steps = a.max_steps or max(1, math.floor(left / s_per_step))
+    run = w / f"distill-{a.vocab}-s{steps}"
+    args = [*base, "--out", str(run), "--max-steps", str(steps)]
+    if not (run / "training_report.json").exists() and any(run.glob("step-*")):
+        args.append("--resume")
+    runner.stage(args, run, "training_report.json")
+    commands.append(runner.display([x for x in args if x != "--resume"]))
+    seconds["distill"] = json.loads((run / "training_report.json").read_text())["elapsed_s"]
+    return {"run": run, "steps": steps, "seconds": seconds, "commands": commands, "s_per_step": s_per_step}
+
+
+def _timed(runner: Runner, args: list[str], folder: Path, done: str) -> float:
+    """Run a stage (or reuse it) and return its seconds, recorded beside the folder for reruns."""
+    record = folder.parent / f".{folder.name}.seconds.json"
+    ran = runner.stage(args, folder, done)
+    if ran is not None:
+        record.write_text(json.dumps(ran))
+    return float(json.loads(record.read_text())) if record.exists() else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", type=Path, default=ROOT / "runs/teachers/e5-small")
+    ap.add_argument("--trimmed", type=Path, default=ROOT / "runs/trim/ru-teacher",
+                    help="The Russian trim of the teacher (bench_trim.py); skipped when missing.")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs/russian")
+    ap.add_argument("--vocab", type=int, default=10_000)
+    ap.add_argument("--sentences", type=int, default=120_000)
+    ap.add_argument("--minutes", type=float, default=60.0, help="Budget of cache-teacher + distill.")
+    ap.add_argument("--max-steps", type=int, default=0, help="Fixed steps instead of the budget (quick checks).")
+    ap.add_argument("--distill-args", default="", help="Extra distill options, e.g. '--lr 5e-4'.")
+    ap.add_argument("--no-model2vec", action="store_true")
+    ap.add_argument("--out-md", type=Path, default=ROOT / "benchmarks/results/russian.md")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not (a.teacher / "config.json").exists():
+        raise SystemExit(f"{a.teacher}: convert the teacher first: python benchmarks/teachers.py e5-small --out "
+                         f"{a.teacher}")
+    a.work.mkdir(parents=True, exist_ok=True)
+    train = a.work / f"train-{a.sentences}.txt"
+    counts = russian_sentences(DATA, train, a.sentences) if not train.exists() else {"used": a.sentences}
+    sts = read_sts(DATA / "ru/stsb/dev.tsv")
+    runner = Runner(a.work, dry_run=False)
+    s = student(runner, a, a.teacher, train)
+    final = s["run"] / "final"
+    params = params_of(final)
+    rows = [{"model": "teacher multilingual-e5-small", "params": params_of(a.teacher),
+             "sts": spearman_of(embed_prompted(a.teacher), *sts)}]
+    if (a.trimmed / "config.json").exists():
+        rows.append({"model": "teacher trimmed to Russian (bench_trim.py)", "params": params_of(a.trimmed),
+                     "sts": spearman_of(embed_prompted(a.trimmed), *sts)})
+    rows.append({"model": "TF-IDF cosine", "params": None, "sts": tfidf_score(*sts)})
+    if not a.no_model2vec:
+        rows.append(model2vec_row(a.teacher, params, a.work, sts, "full"))
+        if (a.trimmed / "config.json").exists():
+            rows.append(model2vec_row(a.trimmed, params, a.work, sts, "trimmed"))
+    minutes = (s["seconds"]["cache_teacher"] + s["seconds"]["calibration"] + s["seconds"]["distill"]) / 60
+    proj = embed_prompted(final, project=True)
+    rows.append({"model": f"vocabshrink {a.vocab // 1000}K, 3 x 264 ({s['steps']} steps)", "params": params,
+                 "minutes": minutes, "sts": spearman_of(embed_prompted(final), *sts),
+                 "sts_projected": spearman_of(proj, *sts) if proj else None})
+    text = report(rows, s, counts, a)
+    print(text)
+    a.out_md.parent.mkdir(parents=True, exist_ok=True)
+    a.out_md.write_text(text)
+    a.out_md.with_suffix(".json").write_text(json.dumps({"rows": rows, "seconds": s["seconds"], "steps": s["steps"],
+                                                         "commands": s["commands"], "corpus": counts}, indent=2,
+                                                        default=str))
+
+
+def report(rows: list[dict], s: dict, counts: dict, a: argparse.Namespace) -> str:
+    teacher = rows[0]
+    lines = [f"Russian STS-B dev (Spearman, cosine of mean-pooled embeddings, prompt {PROMPT!r}); corpus {counts}",
+             "", "| model | parameters | x smaller than the teacher | minutes to make it | STS-B ru dev | projected "
+             "| % of teacher |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = r.get("params")
+        smaller = f"{teacher['params'] / p:.1f}x" if p else ""
+        mins = f"{r['minutes']:.1f}" if r.get("minutes") is not None else ""
+        proj = f"{r['sts_projected']:.4f}" if r.get("sts_projected") is not None else ""
+        lines.append(f"| {r['model']} | {p / 1e6:.2f}M | {smaller} | {mins} | {r['sts']:.4f} | {proj} | "
+                     f"{100 * r['sts'] / teacher['sts']:.1f}% |" if p else
+                     f"| {r['model']} |  |  |  | {r['sts']:.4f} |  | {100 * r['sts'] / teacher['sts']:.1f}% |")
+    lines += ["", f"Stage seconds: {json.dumps({k: round(v, 1) for k, v in s['seconds'].items()})}; "
+              f"{s['s_per_step']:.3f} s a cached step.", "", "Commands:", "", "```", *s["commands"], "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
