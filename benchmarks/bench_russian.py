@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import sys
 import time
 from pathlib import Path

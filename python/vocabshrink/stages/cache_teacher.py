@@ -34,6 +34,9 @@ from .distill.objective import encoder
 
 log = logging.getLogger(__name__)
 
+BATCH_TOKENS = 2048  # padded tokens per teacher batch: 20-27% faster per token than 8192 on the 2-core CPU
+TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 
 @dataclass
 class CacheReport:
@@ -60,21 +63,25 @@ class CacheReport:
 
 
 def cache_teacher(teacher: str | Path, data: Sequence[str | Path], out: str | Path, *,
-                  layers: Sequence[int] | None = None, dtype: str = "float16", batch_tokens: int = 8192,
-                  workers: int = 1, num_shards: int = 1, shard_index: int = 0, verify: str = "sha256",
-                  progress: bool = True) -> CacheReport:
+                  layers: Sequence[int] | None = None, dtype: str = "float16", batch_tokens: int = BATCH_TOKENS,
+                  teacher_dtype: str = "fp32", workers: int = 1, num_shards: int = 1, shard_index: int = 0,
+                  verify: str = "sha256", progress: bool = True) -> CacheReport:
     """Cache the teacher's token states of `layers` (default: the last) and pooled sentence embeddings.
 
     Writes one file per shard file of `data` whose number is `shard_index` modulo `num_shards`; `workers`
-    processes compute files side by side (each with cores / workers threads).
+    processes compute files side by side (each with cores / workers threads). `teacher_dtype` is the teacher's
+    compute type ("bf16" runs faster on CPUs with bfloat16 instructions; the states are stored as `dtype`).
     """
     started = time.perf_counter()
     _validate(dtype, batch_tokens, workers, num_shards, shard_index)
+    if teacher_dtype not in TEACHER_DTYPES:
+        raise ConfigError(f"--teacher-dtype must be one of {', '.join(TEACHER_DTYPES)}, got {teacher_dtype!r}")
     teacher, out = Path(teacher), Path(out)
     dataset = _dataset(teacher, data, verify)
     config = _config(teacher)
     chosen = _layers(layers, int(config["num_hidden_layers"]))
     manifest = _manifest(teacher, config, chosen, dtype, dataset, num_shards, shard_index)
+    manifest["teacher_dtype"] = teacher_dtype
     old = _previous(out, manifest)
     todo = [s for s in range(len(manifest["_plan"])) if s % num_shards == shard_index]
     entries = {s: old[s] for s in todo if s in old}
@@ -85,7 +92,8 @@ def cache_teacher(teacher: str | Path, data: Sequence[str | Path], out: str | Pa
     compute = [s for s in todo if s not in entries]
     total = sum(manifest["_plan"][s]["tokens"] for s in compute)
     with progress_bar(progress, total=total, desc="cache-teacher", unit="tok", dynamic_ncols=True) as bar:
-        for s, entry in _run(compute, teacher, [str(d) for d in data], out, chosen, dtype, batch_tokens, workers):
+        for s, entry in _run(compute, teacher, [str(d) for d in data], out, chosen, dtype, batch_tokens,
+                             teacher_dtype, workers):
             entries[s] = entry
             computed_tokens += entry["tokens"]
             bar.update(entry["tokens"])
@@ -155,7 +163,7 @@ def _shard_entries(dataset: ShardDataset) -> list[tuple[Path, dict]]:
     return [(folder, entry) for folder, m in zip(dataset.folders, dataset.manifests) for entry in m["shards"]]
 
 
-_SAME = ("format", "format_version", "layers", "dtype", "num_shards", "shard_index")
+_SAME = ("format", "format_version", "layers", "dtype", "teacher_dtype", "num_shards", "shard_index")
 
 
 def _previous(out: Path, manifest: dict) -> dict[int, dict]:
@@ -210,9 +218,9 @@ def _report(out: Path, manifest: dict, entries: dict[int, dict], reused: int, se
 
 
 def _run(todo: list[int], teacher: Path, data: list[str], out: Path, layers: list[int], dtype: str,
-         batch_tokens: int, workers: int) -> Any:
+         batch_tokens: int, teacher_dtype: str, workers: int) -> Any:
     """(shard number, manifest entry) of each file as it is written; in order with one worker."""
-    args = (str(teacher), data, str(out), layers, dtype, batch_tokens)
+    args = (str(teacher), data, str(out), layers, dtype, batch_tokens, teacher_dtype)
     if workers == 1 or len(todo) <= 1:
         state = _Worker(*args)
         for s in todo:
@@ -228,10 +236,10 @@ _WORKER: "_Worker | None" = None
 
 
 def _init_worker(teacher: str, data: list[str], out: str, layers: list[int], dtype: str, batch_tokens: int,
-                 threads: int) -> None:
+                 teacher_dtype: str, threads: int) -> None:
     global _WORKER
     torch.set_num_threads(threads)
-    _WORKER = _Worker(teacher, data, out, layers, dtype, batch_tokens)
+    _WORKER = _Worker(teacher, data, out, layers, dtype, batch_tokens, teacher_dtype)
 
 
 def _work(s: int) -> tuple[int, dict]:
@@ -243,9 +251,9 @@ class _Worker:
     """The teacher and the shards of one process; `write(s)` computes and writes shard file s's cache file."""
 
     def __init__(self, teacher: str, data: list[str], out: str, layers: list[int], dtype: str,
-                 batch_tokens: int) -> None:
+                 batch_tokens: int = BATCH_TOKENS, teacher_dtype: str = "fp32") -> None:
         self.dataset = _dataset(Path(teacher), data, "size")
-        self.model = encoder(load_teacher(teacher, need_logits=False, dtype=torch.float32,
+        self.model = encoder(load_teacher(teacher, need_logits=False, dtype=TEACHER_DTYPES[teacher_dtype],
                                           device=torch.device("cpu")))
         self.pad = int(self.dataset.teacher_info["roles"].get("pad", self.dataset.teacher_info["roles"].get("unk", 0)))
         self.out, self.layers, self.dtype, self.batch_tokens = Path(out), layers, DTYPES[dtype], batch_tokens
