@@ -37,8 +37,13 @@ def setup(tmp_path_factory, models, lines):  # noqa: F811
     align([str(corpus)], teacher=str(models["bare"]), student=str(models["student"]), out=str(shards),
           alignment="both", max_length=64, examples_per_shard=40, progress=False)
     cache = root / "cache"
-    report = C.cache_teacher(models["bare"], [shards, models["held_out"]], cache, layers=[1, 2], progress=False)
+    report = _cache(models["bare"], [shards, models["held_out"]], cache, layers=[1, 2], progress=False)
     return {**models, "shards": shards, "cache": cache, "report": report, "root": root}
+
+
+def _cache(*args, **kwargs):
+    """cache_teacher with an fp32 teacher (the states compared below with fp32 forwards and each other)."""
+    return C.cache_teacher(*args, **{"teacher_dtype": "fp32", **kwargs})
 
 
 def _dataset(s, folders):
@@ -130,17 +135,17 @@ def test_interrupted_cache_finishes_to_the_same_bytes(setup, tmp_path, monkeypat
 
     monkeypatch.setattr(C._Worker, "write", dying)
     with pytest.raises(KeyboardInterrupt):
-        C.cache_teacher(setup["bare"], data, out, layers=[1, 2], progress=False)
+        _cache(setup["bare"], data, out, layers=[1, 2], progress=False)
     manifest = json.loads((out / "cache.json").read_text())
     assert not manifest["complete"] and len(manifest["files"]) == 2
     with pytest.raises(ShardError, match="did not finish"):
         T.distill(teacher=setup["bare"], student=setup["student"], data=[setup["shards"]], out=tmp_path / "r",
                   teacher_cache=[out], batch_size=8, max_steps=2, progress=False)
     monkeypatch.setattr(C._Worker, "write", real_write)
-    report = C.cache_teacher(setup["bare"], data, out, layers=[1, 2], progress=False)
+    report = _cache(setup["bare"], data, out, layers=[1, 2], progress=False)
     assert report.files_reused == 2 and not list(out.glob("*.tmp"))
     assert _files(out) == _files(setup["cache"])
-    again = C.cache_teacher(setup["bare"], data, out, layers=[1, 2], progress=False)
+    again = _cache(setup["bare"], data, out, layers=[1, 2], progress=False)
     assert again.files_reused == report.files  # nothing left to do
 
 
@@ -158,7 +163,7 @@ def test_a_damaged_cache_file_is_recomputed_by_a_rerun_and_refused_by_distill(se
     with pytest.raises(ShardError, match="truncated"):
         T.distill(teacher=setup["bare"], student=setup["student"], data=[setup["shards"]], out=tmp_path / "r",
                   teacher_cache=[out], batch_size=8, max_steps=2, progress=False)
-    report = C.cache_teacher(setup["bare"], [setup["shards"], setup["held_out"]], out, layers=[1, 2],
+    report = _cache(setup["bare"], [setup["shards"], setup["held_out"]], out, layers=[1, 2],
                              progress=False)
     assert report.files_reused == report.files - 1 and _files(out) == _files(setup["cache"])
 
@@ -174,14 +179,14 @@ def test_distill_refuses_a_cache_that_does_not_fit(setup, tmp_path):
     with pytest.raises(ShardError, match="another teacher"):
         T.distill(teacher=other, out=tmp_path / "a", teacher_cache=[setup["cache"]], **base)
     held_only = tmp_path / "held-cache"
-    C.cache_teacher(setup["bare"], [setup["held_out"]], held_only, progress=False)
+    _cache(setup["bare"], [setup["held_out"]], held_only, progress=False)
     with pytest.raises(ShardError, match="no cached states for .*shard-00000"):
         T.distill(teacher=setup["bare"], out=tmp_path / "b", teacher_cache=[held_only], **base)
     with pytest.raises(ShardError, match=r"missing \[0\].*--layers 0,2"):
         T.distill(teacher=setup["bare"], out=tmp_path / "c", teacher_cache=[setup["cache"]], layer_map="0:0,2:2",
                   **base)
     train_only = tmp_path / "train-cache"
-    C.cache_teacher(setup["bare"], [setup["shards"]], train_only, progress=False)
+    _cache(setup["bare"], [setup["shards"]], train_only, progress=False)
     with pytest.raises(ShardError, match="--eval-data: .*cache-teacher's --data too"):
         T.distill(teacher=setup["bare"], out=tmp_path / "d", teacher_cache=[train_only],
                   eval_data=[setup["held_out"]], **base)
@@ -197,13 +202,13 @@ def test_parts_cover_the_shards_together(setup, tmp_path):
     data = [setup["shards"]]
     parts = [tmp_path / f"part{i}" for i in range(2)]
     for i, p in enumerate(parts):
-        r = C.cache_teacher(setup["bare"], data, p, num_shards=2, shard_index=i, progress=False)
+        r = _cache(setup["bare"], data, p, num_shards=2, shard_index=i, progress=False)
         assert (r.part, r.parts) == (i, 2)
     n = _n_files(setup["shards"])
     assert sorted(_files(parts[0])) == [f"states-{i:05d}.safetensors" for i in range(0, n, 2)]
     assert sorted(_files(parts[1])) == [f"states-{i:05d}.safetensors" for i in range(1, n, 2)]
     whole = tmp_path / "whole"
-    C.cache_teacher(setup["bare"], data, whole, progress=False)
+    _cache(setup["bare"], data, whole, progress=False)
     assert {**_files(parts[0]), **_files(parts[1])} == _files(whole)
     base = dict(teacher=setup["bare"], student=setup["student"], data=data, batch_size=8, max_steps=2,
                 progress=False)
@@ -213,7 +218,7 @@ def test_parts_cover_the_shards_together(setup, tmp_path):
 
 
 def test_two_workers_write_the_same_states(setup, tmp_path):
-    report = C.cache_teacher(setup["bare"], [setup["shards"]], tmp_path / "w2", layers=[1, 2], workers=2,
+    report = _cache(setup["bare"], [setup["shards"]], tmp_path / "w2", layers=[1, 2], workers=2,
                              progress=False)
     assert report.files == _n_files(setup["shards"])
     for name in _files(tmp_path / "w2"):
@@ -223,7 +228,7 @@ def test_two_workers_write_the_same_states(setup, tmp_path):
 
 
 def test_bfloat16_cache(setup, tmp_path):
-    report = C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "bf", dtype="bfloat16", progress=False)
+    report = _cache(setup["bare"], [setup["held_out"]], tmp_path / "bf", dtype="bfloat16", progress=False)
     states = load_file(str(tmp_path / "bf" / "states-00000.safetensors"))
     assert states[layer_key(2)].dtype == torch.bfloat16 and states["pooled"].dtype == torch.float32
     ds = _dataset(setup, [setup["held_out"]])
@@ -235,22 +240,22 @@ def test_bfloat16_cache(setup, tmp_path):
 def test_cache_teacher_refuses_bad_input(setup, tmp_path):
     data = [setup["held_out"]]
     with pytest.raises(ConfigError, match="out of range"):
-        C.cache_teacher(setup["bare"], data, tmp_path / "a", layers=[3], progress=False)
+        _cache(setup["bare"], data, tmp_path / "a", layers=[3], progress=False)
     with pytest.raises(ConfigError, match="--dtype"):
-        C.cache_teacher(setup["bare"], data, tmp_path / "a", dtype="int8", progress=False)
+        _cache(setup["bare"], data, tmp_path / "a", dtype="int8", progress=False)
     with pytest.raises(ConfigError, match="--shard-index"):
-        C.cache_teacher(setup["bare"], data, tmp_path / "a", num_shards=2, shard_index=2, progress=False)
+        _cache(setup["bare"], data, tmp_path / "a", num_shards=2, shard_index=2, progress=False)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
-        C.cache_teacher(setup["bare"], data, tmp_path / "full", progress=False)
-    C.cache_teacher(setup["bare"], data, tmp_path / "b", progress=False)
+        _cache(setup["bare"], data, tmp_path / "full", progress=False)
+    _cache(setup["bare"], data, tmp_path / "b", progress=False)
     with pytest.raises(ConfigError, match="other layers"):
-        C.cache_teacher(setup["bare"], data, tmp_path / "b", layers=[1], progress=False)
+        _cache(setup["bare"], data, tmp_path / "b", layers=[1], progress=False)
     with pytest.raises(ConfigError, match="other data"):
-        C.cache_teacher(setup["bare"], [setup["shards"]], tmp_path / "b", progress=False)
+        _cache(setup["bare"], [setup["shards"]], tmp_path / "b", progress=False)
     with pytest.raises(ShardError, match="no such shard folder"):
-        C.cache_teacher(setup["bare"], [tmp_path / "nowhere"], tmp_path / "c", progress=False)
+        _cache(setup["bare"], [tmp_path / "nowhere"], tmp_path / "c", progress=False)
 
 
 def test_cli(setup, tmp_path):
@@ -264,3 +269,19 @@ def test_cli(setup, tmp_path):
     bad = runner.invoke(cli, ["cache-teacher", "--teacher", str(setup["bare"]), "--data", str(setup["held_out"]),
                               "--out", str(tmp_path / "d"), "--layers", "two"])
     assert bad.exit_code == 1 and "--layers must be comma-separated" in bad.output
+
+
+def test_teacher_dtype_auto_and_bf16(setup, tmp_path):
+    """auto resolves to bf16 only where the CPU has it natively; a bf16 teacher's states stay close to fp32's."""
+    assert C.resolve_teacher_dtype("auto") == ("bf16" if C.native_bf16() else "fp32")
+    assert C.resolve_teacher_dtype("fp32") == "fp32"
+    C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "bf", teacher_dtype="bf16", progress=False)
+    C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "fp", teacher_dtype="fp32", progress=False)
+    assert json.loads((tmp_path / "bf" / "cache.json").read_text())["teacher_dtype"] == "bf16"
+    a = load_file(str(tmp_path / "bf" / "states-00000.safetensors"))
+    b = load_file(str(tmp_path / "fp" / "states-00000.safetensors"))
+    torch.testing.assert_close(a["pooled"], b["pooled"], atol=0.05, rtol=0.05)
+    with pytest.raises(ConfigError, match="other teacher_dtype"):
+        C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "bf", teacher_dtype="fp32", progress=False)
+    with pytest.raises(ConfigError, match="--teacher-dtype"):
+        C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "x", teacher_dtype="int8", progress=False)

