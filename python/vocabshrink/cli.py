@@ -427,6 +427,8 @@ def evaluate_command(**options) -> None:
 @click.option("--overwrite", is_flag=True, help="Redo a demo already in --out.")
 @click.option("--device", default=None, help="Device for distill and evaluate (default: cuda if present).")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for every stage.")
+@click.option("--prompt", default="", help="Text put before every text teacher and student see (align --prompt), "
+              "e.g. 'query: ' for an E5 teacher.")
 @click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
               help="Progress bars on stderr.")
 def demo_command(**options) -> None:
@@ -437,6 +439,8 @@ def demo_command(**options) -> None:
       vocabshrink demo                       # ~15 minutes on 2 CPU cores
       vocabshrink demo --quick --out /tmp/d  # CI-sized
       vocabshrink demo --corpus my_text.txt --overwrite
+      # another teacher and language, e.g. multilingual-e5-small (benchmarks/teachers.py) on Russian:
+      vocabshrink demo --teacher e5-small --corpus ru.txt --sts ../shared/data/ru/stsb/dev.tsv --prompt 'query: '
     """
     from .stages.demo import demo
 

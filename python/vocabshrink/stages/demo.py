@@ -271,8 +271,9 @@ def shared_sentences(data: Path, out: Path, sources: tuple[str, ...] = SOURCES, 
 # ----------------------------------------------------------------------------- the pipeline
 
 
-def model2vec_baseline(teacher: str, evaluation: Any, out: Path) -> dict[str, Any]:
-    """Model2Vec from the teacher at the student's parameter count, scored on the first STS file like the student."""
+def model2vec_baseline(teacher: str, evaluation: Any, out: Path, prompt: str = "") -> dict[str, Any]:
+    """Model2Vec from the teacher at the student's parameter count, scored on the first STS file like the student
+    (with the student's `prompt` before every sentence)."""
     try:
         from model2vec.distill import distill as m2v_distill
     except ImportError as exc:
@@ -291,7 +292,7 @@ def model2vec_baseline(teacher: str, evaluation: Any, out: Path) -> dict[str, An
     seconds = time.perf_counter() - t0
     model.save_pretrained(str(out))
     a, b, gold = read_sts(evaluation.sts[0].path)
-    cos = _cosine_rows(model.encode(a), model.encode(b))
+    cos = _cosine_rows(model.encode([prompt + x for x in a]), model.encode([prompt + x for x in b]))
     return {"model2vec": {"params": int(np.prod(model.embedding.shape)), "pca_dims": dims, "seconds": round(seconds, 1),
                           "sts": float(spearman(cos, gold)), "path": str(out)}}
 
@@ -323,6 +324,7 @@ def demo(
     overwrite: bool = False,
     device: str | None = None,
     seed: int = 0,
+    prompt: str = "",
     progress: bool = True,
 ) -> DemoReport:
     """Run build-vocab, align, init-student, a short distill and evaluate in `out`; return where everything is.
@@ -330,6 +332,7 @@ def demo(
     corpus: your own training text (default: the installed Python's docstrings); eval_corpus: held-out text
     (default: a held-out slice of the default corpus, or the corpus itself when you pass one). sts / tasks:
     as in `evaluate`; by default STS-B dev from VOCABSHRINK_DATA (or ../shared/data) when it is there.
+    prompt: put before every text the teacher and the student see (align --prompt), e.g. "query: " for E5.
     """
     cfg = DemoSettings.for_mode(quick)
     root = _fresh_root(Path(out), overwrite)
@@ -344,7 +347,8 @@ def demo(
     t0 = time.perf_counter()
     report.corpus, report.eval_corpus = _corpora(stage("corpus", "corpus"), corpus, eval_corpus, cfg, quick)
     report.seconds["corpus"] = time.perf_counter() - t0
-    stages = _Stages(root, teacher_dir, cfg, quick, seed, device, progress, 20_000 if quick and corpus else None)
+    stages = _Stages(root, teacher_dir, cfg, quick, seed, device, progress, 20_000 if quick and corpus else None,
+                     prompt)
     for name, folder, run in (("build-vocab", "student-tok", stages.build_vocab), ("align", "shards", stages.align),
                               ("init-student", "student-init", stages.init_student), ("distill", "run", stages.distill)):
         t0 = time.perf_counter()
@@ -357,7 +361,7 @@ def demo(
     report.seconds["evaluate"] = time.perf_counter() - t0
     if report.evaluation.sts and not quick:
         t0 = time.perf_counter()
-        report.baselines = model2vec_baseline(teacher_dir, report.evaluation, stage("model2vec", "model2vec"))
+        report.baselines = model2vec_baseline(teacher_dir, report.evaluation, stage("model2vec", "model2vec"), prompt)
         report.seconds["model2vec"] = time.perf_counter() - t0
     write_atomic(root / "demo_report.json", report.to_json() + "\n")
     return report
@@ -405,6 +409,7 @@ class _Stages:
     device: str | None
     progress: bool
     max_lines: int | None
+    prompt: str = ""  # align's --prompt; distill records it and evaluate reads it from the student
     trained: Any = None  # distill's TrainingReport
 
     def build_vocab(self, report: DemoReport) -> None:
@@ -418,7 +423,7 @@ class _Stages:
 
         # sentence-sized examples: the size of what sentence-similarity tasks score
         common = dict(teacher=self.teacher, student=str(self.root / "student-tok"), max_length=self.cfg.max_length,
-                      alignment="split", split="sentence", progress=self.progress)
+                      alignment="split", split="sentence", prompt=self.prompt, progress=self.progress)
         align(report.corpus, out=str(self.root / "shards"), max_lines=self.max_lines,
               workers=1 if self.quick else 2, **common)
         align(report.eval_corpus, out=str(self.root / "shards-valid"), max_lines=2000, **common)
