@@ -106,3 +106,20 @@ def test_a_unigram_teacher_through_align_collate_cache_and_distill(tmp_path, e5_
     with torch.no_grad():
         out = final(input_ids=torch.tensor([[0, 5, 2]])).last_hidden_state
     assert out.shape == (1, 3, 64)
+
+
+def test_demo_on_the_multilingual_teacher(tmp_path, e5_folder, russian, data_dir):  # noqa: F811
+    """`demo --teacher` on the E5 teacher with Russian text and the prompt: every stage runs, the student
+    declares the prompt, and the report scores Russian STS-B for teacher and student."""
+    from vocabshrink.stages.demo import demo
+    from vocabshrink.stages.export import read_prompt
+
+    corpus = tmp_path / "ru.txt"
+    corpus.write_text("\n".join(russian) + "\n", encoding="utf-8")
+    report = demo(out=tmp_path / "d", quick=True, teacher=e5_folder, corpus=[corpus], prompt=PROMPT,
+                  sts=[data_dir / "ru" / "stsb" / "dev.tsv"], progress=False)
+    assert set(report.seconds) >= {"build-vocab", "align", "init-student", "distill", "evaluate"}
+    assert read_prompt(tmp_path / "d" / "run" / "final") == PROMPT
+    sts = report.evaluation.sts[0]
+    assert sts.teacher > 0.8 and -1 <= sts.student <= 1  # the teacher's 0.8226 with its prompt
+    assert any("query: " in note for note in report.evaluation.notes)

@@ -56,6 +56,8 @@ _LAZY = {
     "TrainingReport": "stages.distill",
     "evaluate": "stages.evaluate",
     "EvalReport": "stages.evaluate",
+    "sweep": "stages.sweep",
+    "SweepReport": "stages.sweep",
     "export": "stages.export",
     "ExportReport": "stages.export",
     "demo": "stages.demo",

@@ -334,6 +334,48 @@ def cache_teacher_command(layers: str | None, data: tuple[str, ...], **options) 
     click.echo(report.to_json())
 
 
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers", ctx, param) from None
+
+
+@cli.command("sweep")
+@click.argument("corpus", nargs=-1, required=True)
+@click.option("--teacher", required=True, type=click.Path(), help="Teacher model directory.")
+@click.option("--eval-corpus", required=True, multiple=True, type=click.Path(),
+              help="Held-out text (not in CORPUS) the trials are scored on (repeatable).")
+@click.option("--budget", required=True, help="Most encoder parameters of the student, e.g. 5M or 750K.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the trials and the winner.")
+@click.option("--vocab", "vocab_sizes", default="4000,8000,16000", show_default=True, callback=_int_list,
+              help="Vocabulary sizes to try.")
+@click.option("--layers", default="2,3,4", show_default=True, callback=_int_list, help="Layer counts to try.")
+@click.option("--steps", type=POS, default=150, show_default=True, help="Distill steps per trial.")
+@click.option("--batch-size", type=POS, default=64, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=8), default=64, show_default=True,
+              help="Most tokens per example (the examples are sentences).")
+@click.option("--prompt", default="", help="align --prompt for every trial (e.g. 'query: ' for E5 teachers).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress)
+def sweep_command(corpus: tuple[str, ...], eval_corpus: tuple[str, ...], **options) -> None:
+    """Pick vocabulary size, width and layers for a parameter budget by short trial runs.
+
+    For each vocabulary size and layer count: the widest student within --budget, init-student and a short
+    distill; scored by held-out teacher agreement. Prints the trials as a table and copies the winner's
+    initialised student to OUT/student. A rerun keeps the finished trials.
+
+    \b
+    Example:
+      vocabshrink sweep sentences.txt --eval-corpus held-out.txt --teacher minilm --budget 4M --out sweep
+      vocabshrink distill --teacher minilm --student sweep/student --data sweep/v8000/shards --out run
+    """
+    from .stages.sweep import sweep
+
+    report = sweep(corpus=list(corpus), eval_corpus=list(eval_corpus), **options)
+    click.echo(report.table())
+
+
 @cli.command("export")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the exported model.")
