@@ -20,6 +20,7 @@ from conftest import tiny_bert
 from test_distill import TEACHER_FILES, lines, models  # noqa: F401  (session fixtures)
 from vocabshrink.cli import cli
 from vocabshrink.errors import ConfigError, ShardError
+from vocabshrink import models as M
 from vocabshrink.stages import cache_teacher as C
 from vocabshrink.stages import distill as T
 from vocabshrink.teacher_cache import layer_key, open_cache
@@ -88,7 +89,7 @@ def test_distill_with_the_cache_is_the_same_run(setup, tmp_path):
     """20 steps, same seed: losses and final weights as with the teacher itself, up to float16 rounding."""
     common = dict(teacher=setup["bare"], student=setup["student"], data=[setup["shards"]],
                   eval_data=[setup["held_out"]], batch_size=8, max_steps=20, lr=2e-3, warmup_steps=2,
-                  progress=False, seed=5, layer_map="1:1,2:2", similarity_weight=0.5)
+                  progress=False, seed=5, layer_map="1:1,2:2", similarity_weight=0.5, teacher_dtype="fp32")
     plain = T.distill(out=tmp_path / "plain", **common)
     cached = T.distill(out=tmp_path / "cached", teacher_cache=[setup["cache"]], **common)
     assert cached.settings["teacher_states"] == "cache" and plain.settings["teacher_states"] == "forward"
@@ -273,8 +274,8 @@ def test_cli(setup, tmp_path):
 
 def test_teacher_dtype_auto_and_bf16(setup, tmp_path):
     """auto resolves to bf16 only where the CPU has it natively; a bf16 teacher's states stay close to fp32's."""
-    assert C.resolve_teacher_dtype("auto") == ("bf16" if C.native_bf16() else "fp32")
-    assert C.resolve_teacher_dtype("fp32") == "fp32"
+    assert M.resolve_teacher_dtype("auto") == ("bf16" if M.native_bf16() else "fp32")
+    assert M.resolve_teacher_dtype("fp32") == "fp32"
     C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "bf", teacher_dtype="bf16", progress=False)
     C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "fp", teacher_dtype="fp32", progress=False)
     assert json.loads((tmp_path / "bf" / "cache.json").read_text())["teacher_dtype"] == "bf16"

@@ -126,3 +126,25 @@ def load_student(path: str | os.PathLike, device: Any) -> Any:
     except ModelError as exc:
         raise ModelError(f"{src}: cannot load the student as a masked language model ({exc.__cause__})") from exc
     return model.to(device)  # in eval mode, as from_pretrained leaves it: distill switches to train()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX): there a bf16 teacher runs 1.9x faster
+    with states within 1e-4 of fp32 (benchmarks/RESULTS.md); elsewhere bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_teacher_dtype(name: str, device: Any = "cpu") -> str:
+    """The teacher's compute type for "auto": bf16 on a GPU that supports it or a CPU with native bfloat16,
+    else fp32. Other names are returned unchanged."""
+    if name != "auto":
+        return name
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if native_bf16() else "fp32"

@@ -24,7 +24,7 @@ import torch
 from ..data import ShardDataset
 from ..errors import ConfigError, ShardError
 from ..files import sha256_file, write_atomic, write_json_atomic
-from ..models import load_teacher
+from ..models import load_teacher, resolve_teacher_dtype
 from ..progress import progress_bar
 from ..shards import STUDENT_TOKENIZER, read_manifest
 from ..teacher_cache import (DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, cache_file_name, layer_key, teacher_config,
@@ -36,21 +36,6 @@ log = logging.getLogger(__name__)
 
 BATCH_TOKENS = 2048  # padded tokens per teacher batch: as fast as 8192 on the 2-core CPU (bench_distill), less memory
 TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX): there a bf16 teacher runs 1.9x faster
-    with states within 1e-4 of fp32 (bench_distill); elsewhere bf16 is emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_teacher_dtype(name: str) -> str:
-    """"auto": bf16 where the CPU has it natively, else fp32; other names unchanged."""
-    return ("bf16" if native_bf16() else "fp32") if name == "auto" else name
 
 
 @dataclass

@@ -64,10 +64,10 @@ class DemoSettings:
             return cls(corpus_chars=150_000, vocab_size=1500, max_length=64, layers=2, hidden=64, heads=4,
                        intermediate=128, batch_size=4, max_steps=4, warmup_steps=1, lr=5e-4, eval_sentences=32,
                        speed_shapes=((1, 32), (2, 32)), repeats=1, max_train=500)
-        # The model card's tiny shape (3 layers, 264 wide) on sentence-sized examples. Distill gets about 11 of the
-        # 15 minutes on 2 CPU cores (0.52 s a step; benchmarks/RESULTS.md, "demo").
+        # The model card's tiny shape (3 layers, 264 wide) on sentence-sized examples. Distill gets about 12.5 of
+        # the 15 minutes on 2 CPU cores (0.47 s a step with the bf16 teacher; benchmarks/RESULTS.md, "demo").
         return cls(corpus_chars=3_000_000, vocab_size=5000, max_length=64, layers=3, hidden=264, heads=12,
-                   intermediate=792, batch_size=64, max_steps=1300, warmup_steps=100, lr=1e-3, eval_sentences=300,
+                   intermediate=792, batch_size=64, max_steps=1600, warmup_steps=100, lr=1e-3, eval_sentences=300,
                    speed_shapes=((1, 512), (16, 512)), repeats=3, max_train=5000)
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ... import losses as L
 from ...errors import ConfigError, ModelError, ShardError
-from ...models import load_student, load_teacher, read_config
+from ...models import load_student, load_teacher, read_config, resolve_teacher_dtype
 from ...teacher_cache import open_cache, read_cache_manifest
 from ...tokenization import load_tokenizer
 from . import distributed
@@ -121,6 +121,7 @@ def setup(opts: DistillOptions) -> Run:
     pairs = parse_layer_map(opts.layer_map, num_layers(student), t_layers)
     settings["layer_map"] = [list(p) for p in pairs]
     settings["teacher_states"] = "cache" if opts.teacher_cache else "forward"
+    settings["teacher_dtype"] = resolve_teacher_dtype(opts.teacher_dtype, dev)
     if dataset.settings.get("prompt"):  # align's prompt: the exported student is told to apply it
         settings["prompt"] = dataset.settings["prompt"]
     hidden_layers = sorted({t for _, t in pairs}) if opts.mse_weight > 0 or opts.cosine_weight > 0 else []
@@ -151,7 +152,8 @@ def _teacher(opts: DistillOptions, dataset: Any, hidden_layers: list[int], dev: 
     """The frozen teacher, or its cache over the training shards (the teacher's weights then stay unloaded)."""
     if opts.teacher_cache:
         return open_cache(opts.teacher_cache, dataset, opts.teacher, layers=hidden_layers)
-    return load_teacher(opts.teacher, need_logits=opts.need_logits, dtype=_DTYPES[opts.teacher_dtype], device=dev)
+    dtype = _DTYPES[resolve_teacher_dtype(opts.teacher_dtype, dev)]
+    return load_teacher(opts.teacher, need_logits=opts.need_logits, dtype=dtype, device=dev)
 
 
 def _check_vocabularies(opts: DistillOptions, teacher: Teacher, student: torch.nn.Module, teacher_tok: Any,
