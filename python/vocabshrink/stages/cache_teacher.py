@@ -84,14 +84,14 @@ def cache_teacher(teacher: str | Path, data: Sequence[str | Path], out: str | Pa
     manifest = _manifest(teacher, config, chosen, dtype, dataset, num_shards, shard_index)
     manifest["teacher_dtype"] = teacher_dtype
     old = _previous(out, manifest)
-    todo = [s for s in range(len(manifest["_plan"])) if s % num_shards == shard_index]
+    todo = [s for s in range(len(manifest["shard_files"])) if s % num_shards == shard_index]
     entries = {s: old[s] for s in todo if s in old}
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.tmp"):  # left by an interrupted write
         stale.unlink()
     computed_tokens = 0
     compute = [s for s in todo if s not in entries]
-    total = sum(manifest["_plan"][s]["tokens"] for s in compute)
+    total = sum(manifest["shard_files"][s]["tokens"] for s in compute)
     with progress_bar(progress, total=total, desc="cache-teacher", unit="tok", dynamic_ncols=True) as bar:
         for s, entry in _run(compute, teacher, [str(d) for d in data], out, chosen, dtype, batch_tokens,
                              teacher_dtype, workers):
@@ -148,7 +148,7 @@ def _layers(layers: Sequence[int] | None, n: int) -> list[int]:
 
 def _manifest(teacher: Path, config: dict, layers: list[int], dtype: str, dataset: ShardDataset, num_shards: int,
               shard_index: int) -> dict[str, Any]:
-    """The settings part of the manifest, and `_plan`: per shard file, its sha256, examples and tokens."""
+    """The settings part of the manifest, and `shard_files`: per shard file, its sha256, examples and tokens."""
     plan = []
     for s, (folder, m) in enumerate(_shard_entries(dataset)):
         tokens = int(np.asarray(dataset._shard(s)["teacher_offsets"])[-1])
@@ -157,7 +157,7 @@ def _manifest(teacher: Path, config: dict, layers: list[int], dtype: str, datase
     return {"format": FORMAT, "format_version": FORMAT_VERSION,
             "teacher": {"path": str(teacher), "fingerprint": teacher_fingerprint(teacher), "config": config},
             "layers": layers, "dtype": dtype, "pooled": "mean of the last layer over each example's tokens, float32",
-            "num_shards": num_shards, "shard_index": shard_index, "_plan": plan}
+            "num_shards": num_shards, "shard_index": shard_index, "shard_files": plan}
 
 
 def _shard_entries(dataset: ShardDataset) -> list[tuple[Path, dict]]:
@@ -181,7 +181,8 @@ def _previous(out: Path, manifest: dict) -> dict[int, dict]:
     changed = [k for k in _SAME if old.get(k) != manifest[k]]
     if old.get("teacher", {}).get("fingerprint") != manifest["teacher"]["fingerprint"]:
         changed.append("teacher")
-    if [p["shard_sha256"] for p in old.get("_plan", [])] != [p["shard_sha256"] for p in manifest["_plan"]]:
+    shas = [p["shard_sha256"] for p in manifest["shard_files"]]
+    if [p.get("shard_sha256") for p in old.get("shard_files", [])] != shas:
         changed.append("data")
     if changed:
         raise ConfigError(f"{out}: holds a cache made with other {', '.join(changed)}; pass another --out "
