@@ -40,6 +40,12 @@ def test_widest_fits_the_budget_and_one_step_more_does_not():
     assert S.encoder_params(6000, t.hidden + S.WIDTH_STEP, 3, S.FFN_RATIO * (t.hidden + S.WIDTH_STEP)) > 4_000_000
     assert t.hidden % t.heads == 0
     assert S.widest(10_000, 6000, 3) is None  # not even the narrowest fits
+    # never wider than the teacher, never more or larger heads, never a larger FFN
+    small = S.widest(4_000_000, 6000, 3, S.Limits(hidden=48, intermediate=100, heads=4, head_size=16))
+    assert (small.hidden, small.intermediate, small.heads) == (48, 100, 3)
+    minilm = S.Limits(384, 1536, 12, 32)
+    assert S.heads_for(264, minilm) == 11 and S.heads_for(288, minilm) == 9
+    assert S.heads_for(24, S.Limits(head_size=8)) == 3 and S.heads_for(24, S.Limits(heads=2, head_size=8)) is None
 
 
 @pytest.mark.slow

@@ -95,21 +95,45 @@ def encoder_params(vocab: int, hidden: int, layers: int, intermediate: int, posi
     return embeddings + layers * per_layer
 
 
-def heads_for(hidden: int) -> int:
-    """Heads of 32 dimensions where the width allows, else 12."""
-    return hidden // 32 if hidden % 32 == 0 else 12
+@dataclass(frozen=True)
+class Limits:
+    """What init-student can copy from the teacher: widths, FFN size, heads and head size at most the teacher's."""
+
+    hidden: int = 1 << 30
+    intermediate: int = 1 << 30
+    heads: int = 1 << 30
+    head_size: int = 64
 
 
-def widest(budget: int, vocab: int, layers: int) -> Trial | None:
-    """The widest student of `layers` layers (width a multiple of WIDTH_STEP) within `budget`, or None."""
+def heads_for(hidden: int, limits: Limits = Limits()) -> int | None:
+    """The fewest heads that divide `hidden` into heads no larger than the teacher's (None: no such count)."""
+    for heads in range(1, min(hidden, limits.heads) + 1):
+        if hidden % heads == 0 and hidden // heads <= limits.head_size:
+            return heads
+    return None
+
+
+def widest(budget: int, vocab: int, layers: int, limits: Limits = Limits()) -> Trial | None:
+    """The widest student of `layers` layers (width a multiple of WIDTH_STEP, FFN FFN_RATIO x the width, both
+    within the teacher's `limits`) with at most `budget` encoder parameters, or None."""
     best = None
-    hidden = WIDTH_STEP
-    while True:
-        params = encoder_params(vocab, hidden, layers, FFN_RATIO * hidden)
+    for hidden in range(WIDTH_STEP, min(limits.hidden, 1 << 16) + 1, WIDTH_STEP):
+        heads, ffn = heads_for(hidden, limits), min(FFN_RATIO * hidden, limits.intermediate)
+        params = encoder_params(vocab, hidden, layers, ffn)
         if params > budget:
-            return best
-        best = Trial(vocab, layers, hidden, heads_for(hidden), FFN_RATIO * hidden, params)
-        hidden += WIDTH_STEP
+            break
+        if heads is not None:
+            best = Trial(vocab, layers, hidden, heads, ffn, params)
+    return best
+
+
+def teacher_limits(teacher: str | Path) -> Limits:
+    """The teacher's width, FFN size, heads and head size (init-student copies within them)."""
+    from ..models import read_config
+
+    c = read_config(teacher)
+    return Limits(int(c.hidden_size), int(c.intermediate_size), int(c.num_attention_heads),
+                  int(c.hidden_size) // int(c.num_attention_heads))
 
 
 def sweep(*, teacher: str | Path, corpus: Sequence[str | Path], eval_corpus: Sequence[str | Path],
@@ -126,7 +150,8 @@ def sweep(*, teacher: str | Path, corpus: Sequence[str | Path], eval_corpus: Seq
         raise ConfigError("--eval-corpus: held-out text (not in the training corpus) is needed to score the trials")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    trials = [t for v in vocab_sizes for n in layers if (t := widest(budget, v, n)) is not None]
+    limits = teacher_limits(teacher)
+    trials = [t for v in vocab_sizes for n in layers if (t := widest(budget, v, n, limits)) is not None]
     if not trials:
         raise ConfigError(f"--budget {budget:,}: no student of {list(layers)} layers with a vocabulary of "
                           f"{list(vocab_sizes)} fits (the embeddings alone need about vocabulary x {WIDTH_STEP}); "
