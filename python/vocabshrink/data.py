@@ -196,6 +196,10 @@ class ShardDataset(torch.utils.data.Dataset):
             item["student_chunk_ends"] = np.array(a["student_chunk_ends"][c0:c1])
         return item
 
+    def shard_entries(self) -> list[tuple[Path, dict]]:
+        """(folder, manifest entry) of every shard file, in the dataset's order."""
+        return [(folder, entry) for folder, m in zip(self.folders, self.manifests) for entry in m["shards"]]
+
     def source(self, index: int) -> tuple[int, int, int]:
         """(document number in the corpus, first character, end character) of an example."""
         s, j = self.locate(index)

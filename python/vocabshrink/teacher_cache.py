@@ -168,7 +168,7 @@ def open_cache(caches: Sequence[str | Path], dataset: Any, teacher: str | Path, 
         for entry in m["files"]:
             by_shard[entry["shard_sha256"]] = (folder, entry)
     files, rows = [], []
-    for s, (folder_path, shard_entry) in enumerate(_dataset_shards(dataset)):
+    for s, (folder_path, shard_entry) in enumerate(dataset.shard_entries()):
         if shard_entry["sha256"] not in by_shard:
             raise ShardError(f"{', '.join(str(c) for c in caches)}: no cached states for {folder_path}/"
                              f"{shard_entry['file']}: the cache was made from other shards (or is a part made with "
@@ -180,11 +180,6 @@ def open_cache(caches: Sequence[str | Path], dataset: Any, teacher: str | Path, 
         rows.append(np.asarray(dataset._shard(s)["teacher_offsets"]))
     return CachedTeacher(first["teacher"]["config"], list(first["layers"]), DTYPES[first["dtype"]], files, rows,
                          dataset)
-
-
-def _dataset_shards(dataset: Any) -> list[tuple[Path, dict]]:
-    """(folder, manifest entry) of every shard file of a ShardDataset, in its order."""
-    return [(folder, entry) for folder, m in zip(dataset.folders, dataset.manifests) for entry in m["shards"]]
 
 
 def _check_cache_file(path: Path, entry: dict, verify: str) -> None:

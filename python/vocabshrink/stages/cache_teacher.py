@@ -94,7 +94,7 @@ def cache_teacher(teacher: str | Path, data: Sequence[str | Path], out: str | Pa
     total = sum(manifest["shard_files"][s]["tokens"] for s in compute)
     with progress_bar(progress, total=total, desc="cache-teacher", unit="tok", dynamic_ncols=True) as bar:
         for s, entry in _run(compute, teacher, [str(d) for d in data], out, chosen, dtype, batch_tokens,
-                             teacher_dtype, workers):
+                             teacher_dtype, workers, dataset):
             entries[s] = entry
             computed_tokens += entry["tokens"]
             bar.update(entry["tokens"])
@@ -150,7 +150,7 @@ def _manifest(teacher: Path, config: dict, layers: list[int], dtype: str, datase
               shard_index: int) -> dict[str, Any]:
     """The settings part of the manifest, and `shard_files`: per shard file, its sha256, examples and tokens."""
     plan = []
-    for s, (folder, m) in enumerate(_shard_entries(dataset)):
+    for s, (folder, m) in enumerate(dataset.shard_entries()):
         tokens = int(np.asarray(dataset._shard(s)["teacher_offsets"])[-1])
         plan.append({"folder": str(folder), "shard": m["file"], "shard_sha256": m["sha256"],
                      "examples": int(m["examples"]), "tokens": tokens})
@@ -158,10 +158,6 @@ def _manifest(teacher: Path, config: dict, layers: list[int], dtype: str, datase
             "teacher": {"path": str(teacher), "fingerprint": teacher_fingerprint(teacher), "config": config},
             "layers": layers, "dtype": dtype, "pooled": "mean of the last layer over each example's tokens, float32",
             "num_shards": num_shards, "shard_index": shard_index, "shard_files": plan}
-
-
-def _shard_entries(dataset: ShardDataset) -> list[tuple[Path, dict]]:
-    return [(folder, entry) for folder, m in zip(dataset.folders, dataset.manifests) for entry in m["shards"]]
 
 
 _SAME = ("format", "format_version", "layers", "dtype", "teacher_dtype", "num_shards", "shard_index")
@@ -220,11 +216,12 @@ def _report(out: Path, manifest: dict, entries: dict[int, dict], reused: int, se
 
 
 def _run(todo: list[int], teacher: Path, data: list[str], out: Path, layers: list[int], dtype: str,
-         batch_tokens: int, teacher_dtype: str, workers: int) -> Any:
-    """(shard number, manifest entry) of each file as it is written; in order with one worker."""
+         batch_tokens: int, teacher_dtype: str, workers: int, dataset: ShardDataset) -> Any:
+    """(shard number, manifest entry) of each file as it is written; in order with one worker, which reuses the
+    caller's open `dataset` (worker processes open their own)."""
     args = (str(teacher), data, str(out), layers, dtype, batch_tokens, teacher_dtype)
     if workers == 1 or len(todo) <= 1:
-        state = _Worker(*args)
+        state = _Worker(*args, dataset=dataset)
         for s in todo:
             yield s, state.write(s)
         return
@@ -253,8 +250,9 @@ class _Worker:
     """The teacher and the shards of one process; `write(s)` computes and writes shard file s's cache file."""
 
     def __init__(self, teacher: str, data: list[str], out: str, layers: list[int], dtype: str,
-                 batch_tokens: int = BATCH_TOKENS, teacher_dtype: str = "fp32") -> None:
-        self.dataset = _dataset(Path(teacher), data, "size")
+                 batch_tokens: int = BATCH_TOKENS, teacher_dtype: str = "fp32",
+                 dataset: ShardDataset | None = None) -> None:
+        self.dataset = dataset if dataset is not None else _dataset(Path(teacher), data, "size")
         self.model = encoder(load_teacher(teacher, need_logits=False, dtype=TEACHER_DTYPES[teacher_dtype],
                                           device=torch.device("cpu")))
         self.pad = int(self.dataset.teacher_info["roles"].get("pad", self.dataset.teacher_info["roles"].get("unk", 0)))
@@ -269,7 +267,7 @@ class _Worker:
         raw = save(self.states(ids, off))
         name = cache_file_name(s)
         write_atomic(self.out / name, raw)
-        folder, shard = _shard_entries(self.dataset)[s]
+        folder, shard = self.dataset.shard_entries()[s]
         return {"index": s, "file": name, "folder": str(folder), "shard": shard["file"],
                 "shard_sha256": shard["sha256"], "examples": len(off) - 1, "tokens": int(off[-1]),
                 "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
