@@ -98,7 +98,7 @@ class CachedTeacher:
     """
 
     def __init__(self, config: dict[str, Any], layers: list[int], dtype: torch.dtype,
-                 files: list[Path], rows: list[np.ndarray], dataset: Any) -> None:
+                 files: list[Path], rows: list[np.ndarray], dataset: Any, manifests: list[tuple[Path, dict]]) -> None:
         self.config = SimpleNamespace(**config)
         self.layers = layers
         self.dtype = dtype
@@ -106,6 +106,11 @@ class CachedTeacher:
         self._rows = rows  # per shard file: the teacher_offsets of its examples
         self._dataset = dataset
         self._maps: list[dict[str, np.ndarray] | None] = [None] * len(files)
+        self._manifests = manifests  # the checked cache manifests, for `for_dataset`
+
+    def for_dataset(self, dataset: Any, verify: str = "sha256") -> "CachedTeacher":
+        """The same cache over another dataset (e.g. the held-out shards), without checking the teacher again."""
+        return _over(self._manifests, dataset, verify)
 
     def _map(self, i: int) -> dict[str, np.ndarray]:
         if self._maps[i] is None:
@@ -146,8 +151,15 @@ def open_cache(caches: Sequence[str | Path], dataset: Any, teacher: str | Path, 
     """A `CachedTeacher` over `dataset` from one or several cache folders (parts made with --num-shards).
 
     Refuses, naming what differs: a cache of another teacher (fingerprint of `teacher`), one that lacks a shard
-    file of `dataset` (other shards) or one of `layers`, an unfinished one and a corrupt file.
+    file of `dataset` (other shards) or one of `layers`, an unfinished one and a corrupt file. For another
+    dataset of the same run, `for_dataset` skips the teacher and settings checks done here.
     """
+    return _over(_checked(caches, teacher, layers), dataset, verify)
+
+
+def _checked(caches: Sequence[str | Path], teacher: str | Path,
+             layers: Sequence[int]) -> list[tuple[Path, dict]]:
+    """The caches' manifests, checked against the teacher's fingerprint, each other and the layers needed."""
     manifests = [(Path(c), read_cache_manifest(Path(c))) for c in caches]
     fp = teacher_fingerprint(teacher)
     first = manifests[0][1]
@@ -163,6 +175,11 @@ def open_cache(caches: Sequence[str | Path], dataset: Any, teacher: str | Path, 
     if missing:
         raise ShardError(f"{manifests[0][0]}: holds teacher layers {first['layers']}, this run needs {sorted(layers)}"
                          f" (missing {missing}); rerun cache-teacher with --layers {','.join(map(str, sorted(layers)))}")
+    return manifests
+
+
+def _over(manifests: list[tuple[Path, dict]], dataset: Any, verify: str) -> CachedTeacher:
+    """A `CachedTeacher` over `dataset` from checked manifests: each shard file's cache file, size/sha256-checked."""
     by_shard = {}
     for folder, m in manifests:
         for entry in m["files"]:
@@ -170,7 +187,7 @@ def open_cache(caches: Sequence[str | Path], dataset: Any, teacher: str | Path, 
     files, rows = [], []
     for s, (folder_path, shard_entry) in enumerate(dataset.shard_entries()):
         if shard_entry["sha256"] not in by_shard:
-            raise ShardError(f"{', '.join(str(c) for c in caches)}: no cached states for {folder_path}/"
+            raise ShardError(f"{', '.join(str(f) for f, _ in manifests)}: no cached states for {folder_path}/"
                              f"{shard_entry['file']}: the cache was made from other shards (or is a part made with "
                              "--num-shards; pass every part)")
         folder, entry = by_shard[shard_entry["sha256"]]
@@ -178,8 +195,9 @@ def open_cache(caches: Sequence[str | Path], dataset: Any, teacher: str | Path, 
         _check_cache_file(path, entry, verify)
         files.append(path)
         rows.append(np.asarray(dataset._shard(s)["teacher_offsets"]))
+    first = manifests[0][1]
     return CachedTeacher(first["teacher"]["config"], list(first["layers"]), DTYPES[first["dtype"]], files, rows,
-                         dataset)
+                         dataset, manifests)
 
 
 def _check_cache_file(path: Path, entry: dict, verify: str) -> None:

@@ -16,7 +16,7 @@ import torch
 from ... import losses as L
 from ...errors import ConfigError, ModelError, ShardError
 from ...models import load_student, load_teacher, read_config, resolve_teacher_dtype
-from ...teacher_cache import open_cache, read_cache_manifest
+from ...teacher_cache import CachedTeacher, open_cache, read_cache_manifest
 from ...tokenization import load_tokenizer
 from . import distributed
 from .batches import Cursor, collate, open_data
@@ -130,7 +130,7 @@ def setup(opts: DistillOptions) -> Run:
     projection = _projection(opts, student, teacher, pairs, dev)
     loss_setup = _loss_setup(opts, pairs, student, teacher, dataset, dev)
     micro = opts.batch_size // (world * opts.grad_accum)
-    eval_batches, eval_teacher = _eval_batches(opts, teacher_tok, student_tok, micro, teacher, hidden_layers)
+    eval_batches, eval_teacher = _eval_batches(opts, teacher_tok, student_tok, micro, teacher)
     params = [p for p in student.parameters() if p.requires_grad]
     if projection is not None:
         params += list(projection.parameters())
@@ -202,8 +202,8 @@ def _loss_setup(opts: DistillOptions, pairs: list[tuple[int, int]], student: tor
                      similarity_weight=opts.similarity_weight)
 
 
-def _eval_batches(opts: DistillOptions, teacher_tok: Any, student_tok: Any, micro: int, teacher: Teacher,
-                  hidden_layers: list[int]) -> tuple[list[dict[str, Any]] | None, Teacher | None]:
+def _eval_batches(opts: DistillOptions, teacher_tok: Any, student_tok: Any, micro: int,
+                  teacher: Teacher) -> tuple[list[dict[str, Any]] | None, Teacher | None]:
     """The held-out batches, shortest examples first, collated once; and the teacher over them."""
     if not opts.eval_data:
         return None, None
@@ -213,10 +213,10 @@ def _eval_batches(opts: DistillOptions, teacher_tok: Any, student_tok: Any, micr
     order = np.argsort(lengths, kind="stable")
     chosen = [order[i:i + micro] for i in range(0, len(order), micro)][:opts.eval_batches]
     batches = [collate(collator, dataset, idx, 0) for idx in chosen]
-    if not opts.teacher_cache:
+    if not isinstance(teacher, CachedTeacher):
         return batches, teacher
     try:
-        return batches, open_cache(opts.teacher_cache, dataset, opts.teacher, layers=hidden_layers)
+        return batches, teacher.for_dataset(dataset)
     except ShardError as exc:
         raise ShardError(f"--eval-data: {exc}; give the held-out shards to cache-teacher's --data too") from None
 
