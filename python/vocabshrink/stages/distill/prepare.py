@@ -125,7 +125,7 @@ def setup(opts: DistillOptions) -> Run:
     if dataset.settings.get("prompt"):  # align's prompt: the exported student is told to apply it
         settings["prompt"] = dataset.settings["prompt"]
     hidden_layers = sorted({t for _, t in pairs}) if opts.mse_weight > 0 or opts.cosine_weight > 0 else []
-    teacher = _teacher(opts, dataset, hidden_layers, dev)
+    teacher = _teacher(opts, dataset, hidden_layers, dev, settings["teacher_dtype"])
     _check_vocabularies(opts, teacher, student, teacher_tok, student_tok)
     projection = _projection(opts, student, teacher, pairs, dev)
     loss_setup = _loss_setup(opts, pairs, student, teacher, dataset, dev)
@@ -136,9 +136,8 @@ def setup(opts: DistillOptions) -> Run:
         params += list(projection.parameters())
     optimizer, scheduler = _optimizer(opts, params)
     return Run(opts, settings, Path(opts.out), rank, world, dev, micro, autocast, teacher, eval_teacher, student,
-               projection,
-               loss_setup, dataset, collator, Cursor(lengths, opts.batch_size, opts.seed), eval_batches, params,
-               optimizer, scheduler, started=started)
+               projection, loss_setup, dataset, collator, Cursor(lengths, opts.batch_size, opts.seed), eval_batches,
+               params, optimizer, scheduler, started=started)
 
 
 def _teacher_layers(opts: DistillOptions) -> int:
@@ -148,12 +147,13 @@ def _teacher_layers(opts: DistillOptions) -> int:
     return int(read_config(opts.teacher).num_hidden_layers)
 
 
-def _teacher(opts: DistillOptions, dataset: Any, hidden_layers: list[int], dev: torch.device) -> Teacher:
-    """The frozen teacher, or its cache over the training shards (the teacher's weights then stay unloaded)."""
+def _teacher(opts: DistillOptions, dataset: Any, hidden_layers: list[int], dev: torch.device,
+             dtype: str) -> Teacher:
+    """The frozen teacher in `dtype` (resolved), or its cache over the training shards (the teacher's weights
+    then stay unloaded)."""
     if opts.teacher_cache:
         return open_cache(opts.teacher_cache, dataset, opts.teacher, layers=hidden_layers)
-    dtype = _DTYPES[resolve_teacher_dtype(opts.teacher_dtype, dev)]
-    return load_teacher(opts.teacher, need_logits=opts.need_logits, dtype=dtype, device=dev)
+    return load_teacher(opts.teacher, need_logits=opts.need_logits, dtype=_DTYPES[dtype], device=dev)
 
 
 def _check_vocabularies(opts: DistillOptions, teacher: Teacher, student: torch.nn.Module, teacher_tok: Any,
