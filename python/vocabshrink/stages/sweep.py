@@ -63,7 +63,7 @@ class SweepReport:
                 f"{'sent.cos':>8}")
         rows = [f"parameter budget {self.budget / 1e6:.2f}M; score: held-out teacher agreement", head]
         for t in self.trials:
-            mark = "  <- winner" if t is self.winner or (self.winner and t.folder == self.winner.folder) else ""
+            mark = "  <- winner" if self.winner is not None and t.folder == self.winner.folder else ""
             rows.append(f"{t.vocab:>6} {f'{t.layers}x{t.hidden} (ffn {t.intermediate})':>14} {t.params / 1e6:>7.2f}M "
                         f"{t.steps:>6} {t.seconds / 60:>5.1f} {_fmt(t.agreement):>9} {_fmt(t.sentence_cosine):>8}"
                         f"{mark}")
