@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from conftest import tiny_bert
-from test_distill import TEACHER_FILES, lines, models  # noqa: F401  (session fixtures)
+from test_distill import TEACHER_FILES, lines, make_shards, models  # noqa: F401  (session fixtures)
 from vocabshrink.cli import cli
 from vocabshrink.errors import ConfigError, ShardError
 from vocabshrink import models as M
@@ -29,14 +29,8 @@ from vocabshrink.teacher_cache import layer_key, open_cache
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, models, lines):  # noqa: F811
     """Shards cut into several files, and a cache of the head-less teacher over them and the held-out shards."""
-    from vocabshrink.stages.align import align
-
     root = tmp_path_factory.mktemp("cache")
-    corpus = root / "train.txt"
-    corpus.write_text("\n\n".join(lines[:160]) + "\n", encoding="utf-8")
-    shards = root / "shards"
-    align([str(corpus)], teacher=str(models["bare"]), student=str(models["student"]), out=str(shards),
-          alignment="both", max_length=64, examples_per_shard=40, progress=False)
+    shards = make_shards(root / "shards", lines[:160], models["bare"], models["student"], examples_per_shard=40)
     cache = root / "cache"
     report = _cache(models["bare"], [shards, models["held_out"]], cache, layers=[1, 2], progress=False)
     return {**models, "shards": shards, "cache": cache, "report": report, "root": root}

@@ -29,15 +29,17 @@ from vocabshrink.stages.distill import resume as R
 HERE = Path(__file__).resolve().parent
 
 
-def make_shards(out: Path, lines: list[str], teacher_dir: Path, student_dir: Path, alignment: str = "both") -> Path:
-    """Real shards of `lines` (one document each) from `vocabshrink align`."""
+def make_shards(out: Path, lines: list[str], teacher_dir: Path, student_dir: Path, alignment: str = "both",
+                **options) -> Path:
+    """Real shards of `lines` (one document each, written to OUT.txt beside OUT) from `vocabshrink align`;
+    `options` go to align (e.g. examples_per_shard, prompt)."""
     from vocabshrink.stages.align import align
 
     out.parent.mkdir(parents=True, exist_ok=True)
     corpus = out.parent / f"{out.name}.txt"
     corpus.write_text("\n\n".join(lines) + "\n", encoding="utf-8")
     align([str(corpus)], teacher=str(teacher_dir), student=str(student_dir), out=str(out), alignment=alignment,
-          max_length=64, progress=False)
+          max_length=64, progress=False, **options)
     return out
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from test_distill import lines, models  # noqa: F401  (session fixtures)
+from test_distill import lines, make_shards, models  # noqa: F401  (session fixtures)
 from vocabshrink.data import ShardDataset
 from vocabshrink.errors import ShardError
 from vocabshrink.stages import distill as T
@@ -22,12 +22,8 @@ PROMPT = "query: "
 @pytest.fixture(scope="module")
 def prompted(tmp_path_factory, models, lines):  # noqa: F811
     root = tmp_path_factory.mktemp("prompt")
-    corpus = root / "c.txt"
-    corpus.write_text("\n\n".join(lines[:40]) + "\n", encoding="utf-8")
-    out = root / "shards"
-    report = align([str(corpus)], teacher=str(models["bare"]), student=str(models["student"]), out=str(out),
-                   max_length=64, prompt=PROMPT, progress=False)
-    return {"corpus": corpus, "shards": out, "report": report, "root": root}
+    out = make_shards(root / "shards", lines[:40], models["bare"], models["student"], prompt=PROMPT)
+    return {"corpus": root / "shards.txt", "shards": out, "root": root}
 
 
 def test_align_puts_the_prompt_before_every_document(prompted, models):  # noqa: F811
