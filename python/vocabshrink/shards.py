@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ShardError
+from .errors import ConfigError, ShardError
 from .files import sha256_file
 
 FORMAT = "vocabshrink-shards"
@@ -76,6 +76,14 @@ def memmap_safetensors(path: Path) -> dict[str, np.ndarray]:
         else:
             out[name] = np.memmap(path, dtype=dtype, mode="r", offset=start + begin, shape=shape)
     return out
+
+
+def check_parts(workers: int, num_shards: int, shard_index: int) -> None:
+    """ConfigError for a bad --workers or --num-shards/--shard-index (align and cache-teacher write parts alike)."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ConfigError(f"--shard-index must be in [0, --num-shards), got {shard_index} of {num_shards}")
 
 
 def read_manifest(folder: Path) -> dict:

@@ -41,7 +41,7 @@ from ..corpus import iter_documents, resolve_paths
 from ..errors import ConfigError, CorpusError, ShardError
 from ..files import sha256_file, write_atomic, write_json_atomic
 from ..progress import progress_bar
-from ..shards import (ALIGNMENTS, COUNTS, FORMAT, FORMAT_VERSION, MANIFEST, REPORT, STUDENT_TOKENIZER,
+from ..shards import (ALIGNMENTS, COUNTS, FORMAT, FORMAT_VERSION, MANIFEST, REPORT, STUDENT_TOKENIZER, check_parts,
                       TABLE, TEACHER_TOKENIZER, shard_name)
 from ..tokenization import TokenizerLike, fingerprint, load_tokenizer, read_config, special_ids
 
@@ -361,10 +361,7 @@ def _validate(max_length: int, alignment: str, workers: int, num_shards: int, sh
         raise ConfigError(f"--alignment must be one of {', '.join(ALIGNMENTS)}, got {alignment!r}")
     if max_length < 8:
         raise ConfigError(f"--max-length must be at least 8, got {max_length}")
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ConfigError(f"--shard-index must be in [0, --num-shards), got {shard_index} of {num_shards}")
+    check_parts(workers, num_shards, shard_index)
     if examples_per_shard < 1:
         raise ConfigError(f"--examples-per-shard must be at least 1, got {examples_per_shard}")
 

@@ -26,7 +26,7 @@ from ..errors import ConfigError, ShardError
 from ..files import sha256_file, write_atomic, write_json_atomic
 from ..models import load_teacher, resolve_teacher_dtype
 from ..progress import progress_bar
-from ..shards import STUDENT_TOKENIZER, read_manifest
+from ..shards import STUDENT_TOKENIZER, check_parts, read_manifest
 from ..teacher_cache import (DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, cache_file_name, layer_key, teacher_config,
                              teacher_fingerprint)
 from ..tokenization import load_tokenizer
@@ -111,10 +111,7 @@ def _validate(dtype: str, batch_tokens: int, workers: int, num_shards: int, shar
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if batch_tokens < 1:
         raise ConfigError(f"--batch-tokens must be at least 1, got {batch_tokens}")
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ConfigError(f"--shard-index must be in [0, --num-shards), got {shard_index} of {num_shards}")
+    check_parts(workers, num_shards, shard_index)
 
 
 def _dataset(teacher: Path, data: Sequence[str | Path], verify: str) -> ShardDataset:
