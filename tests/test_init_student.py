@@ -177,6 +177,77 @@ def test_random_embeddings(tiny, tmp_path):
     assert report.mlm_head == "random"
 
 
+def _context(teacher: Path, tokens: list[str]) -> torch.Tensor:
+    """Model2Vec's vector of each token, computed here with the teacher's own tokenizer and model."""
+    model = load(teacher)
+    base = getattr(model, "base_model", model)
+    teacher_tok = Tokenizer.from_file(str(teacher / "tokenizer.json"))
+    rows = []
+    with torch.no_grad():
+        for token in tokens:
+            ids = teacher_tok.encode(token.removeprefix("##") if token.startswith("##") else token).ids
+            if token.startswith("##"):  # a continuation piece: the teacher's own ##piece between [CLS] and [SEP]
+                ids = [tid("[CLS]"), tid(token), tid("[SEP]")]
+            rows.append(base(input_ids=torch.tensor([ids])).last_hidden_state[0].mean(0))
+    return torch.stack(rows)
+
+
+def test_contextual_vectors_are_model2vecs(tiny, tmp_path):
+    from vocabshrink.stages.init_student import build_token_map, contextual_vectors
+
+    teacher = tiny["teachers"]["BertForMaskedLM"]
+    s_tok = Tokenizer.from_file(str(tiny["student_tok"] / "tokenizer.json"))
+    t_tok = Tokenizer.from_file(str(teacher / "tokenizer.json"))
+    tokens = ["hello", "playing", "helloworld", "##ing", "lower"]
+    got = contextual_vectors(load(teacher), t_tok, build_token_map(s_tok, t_tok), np.array([sid(t) for t in tokens]))
+    torch.testing.assert_close(got, _context(teacher, tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_contextual_start(tiny, tmp_path):
+    teacher = tiny["teachers"]["BertModel"]
+    init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "f", layers=1)
+    report = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "c", layers=1,
+                          embedding_init="contextual")
+    fvt = student_sd(tmp_path / "f")["bert.embeddings.word_embeddings.weight"]
+    got = student_sd(tmp_path / "c")["bert.embeddings.word_embeddings.weight"]
+    for token in SPECIALS + FALLBACK:  # no contextual meaning: fvt's rows
+        assert torch.equal(got[sid(token)], fvt[sid(token)]), token
+    moved = [sid(t) for t in COPIED + SUBWORD]
+    ctx = _context(teacher, COPIED + SUBWORD).double()
+    ctx -= ctx.mean(0)
+    rows, ref = got[moved].double(), fvt[moved].double()
+    torch.testing.assert_close(rows.mean(0), ref.mean(0), rtol=1e-4, atol=1e-4)
+    centred = rows - rows.mean(0)
+    scale = (centred.norm(dim=1) / ctx.norm(dim=1)).mean()
+    torch.testing.assert_close(centred, ctx * scale, rtol=1e-3, atol=1e-3)  # one positive scale for all rows
+    torch.testing.assert_close(centred.norm(dim=1).mean(), (ref - ref.mean(0)).norm(dim=1).mean())
+    assert report.embedding_init == "contextual" and any("contextual start" in n for n in report.notes)
+
+
+def test_contextual_fit_start(tiny, tmp_path, monkeypatch):
+    import vocabshrink.stages.init_student as init_mod
+
+    teacher = tiny["teachers"]["BertModel"]
+    kept = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "k", layers=1,
+                        embedding_init="contextual-fit")
+    assert any("fvt rows are kept" in n for n in kept.notes)  # 30 copied tokens cannot fit a 33-input map
+    fvt = student_sd(tmp_path / "k")["bert.embeddings.word_embeddings.weight"]
+    monkeypatch.setattr(init_mod, "FIT_TOKENS_PER_DIM", 0)
+    report = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "s", layers=1,
+                          embedding_init="contextual-fit")
+    got = student_sd(tmp_path / "s")["bert.embeddings.word_embeddings.weight"]
+    for token in COPIED + SPECIALS + FALLBACK:  # the teacher's own rows stay
+        assert torch.equal(got[sid(token)], fvt[sid(token)]), token
+    # The subword rows: the ridge map fitted on the copied tokens, solved here with numpy.
+    x = np.hstack([_context(teacher, COPIED).double().numpy(), np.ones((len(COPIED), 1))])
+    y = fvt[[sid(t) for t in COPIED]].double().numpy()
+    normal = x.T @ x
+    a = np.linalg.solve(normal + np.eye(len(normal)) * init_mod.CONTEXT_RIDGE * normal.diagonal().mean(), x.T @ y)
+    xs = np.hstack([_context(teacher, SUBWORD).double().numpy(), np.ones((len(SUBWORD), 1))])
+    np.testing.assert_allclose(got[[sid(t) for t in SUBWORD]].numpy(), xs @ a, rtol=1e-3, atol=1e-3)
+    assert any("fitted on 30 copied tokens" in n for n in report.notes)
+
+
 # ------------------------------------------------------------------------------------------ width
 
 

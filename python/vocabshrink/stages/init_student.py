@@ -20,6 +20,20 @@ other way (`Aligner.from_tokenizers(student, teacher)`), then:
   UNK), a special token with no teacher counterpart, or an unused slot: the
   mean teacher row plus small seeded Gaussian noise.
 
+`embedding_init="contextual"` (Model2Vec's table as the start): the rows of
+copied and subword-mean tokens become the teacher's contextual vector of the
+token, the last layer averaged over [CLS] + its teacher pieces + [SEP] (how
+Model2Vec builds its static table), centred and scaled to the mean and mean
+norm of the fvt rows they replace (the student's first layer reads the input
+space, whose scale against the position rows the embedding LayerNorm
+assumes); special and fallback rows stay fvt's. `embedding_init=
+"contextual-fit"`: copied tokens keep the teacher's own row, and each
+subword-mean token takes its contextual vector mapped into the input space by
+the affine least-squares fit (ridge) of the copied tokens' rows from their
+contextual vectors; the mean of piece rows, which knows nothing of how the
+pieces combine, is what this replaces. Either way the rows then go through the
+width map P like fvt's.
+
 `embedding_init="random"` keeps the seeded random rows of a fresh model.
 
 Width (`reduce`). A student as wide as the teacher keeps the teacher's
@@ -94,7 +108,13 @@ SUPPORTED_ARCHITECTURES = (
     "BertModel, BertForMaskedLM, DistilBertModel, DistilBertForMaskedLM, RobertaModel, RobertaForMaskedLM, "
     "XLMRobertaModel, XLMRobertaForMaskedLM"
 )
-EMBEDDING_INITS = ("fvt", "random")
+EMBEDDING_INITS = ("fvt", "contextual", "contextual-fit", "random")
+# Student tokens per teacher forward when the contextual starts embed the vocabulary.
+CONTEXT_BATCH = 512
+# Ridge of the contextual-fit map, relative to the mean diagonal of the normal matrix.
+CONTEXT_RIDGE = 1e-3
+# contextual-fit needs this many copied tokens per input dimension of its map, or it keeps the fvt rows.
+FIT_TOKENS_PER_DIM = 2
 REDUCTIONS = ("pca", "truncate")
 LAYER_INITS = ("select", "average", "random")
 # Fallback rows: mean teacher row + noise of this many per-dimension standard deviations.
@@ -388,6 +408,100 @@ def _check_student_tokenizer(tok: "Tokenizer", roles: dict[str, int], where: str
                 f"{tok.id_to_token(idx)!r} and {token!r} is id {tok.token_to_id(token)} in its vocabulary "
                 "(a template copied from the teacher?); fix the post_processor's special token ids"
             )
+
+
+class _EmbeddingStart:
+    """The student's word rows in the teacher's input space, by `kind` (see the module docstring)."""
+
+    def __init__(self, kind: str, token_map: "TokenMap | None", model_t: Any, t_tok: Any, seed: int) -> None:
+        self.kind, self.token_map, self.model_t, self.t_tok, self.seed = kind, token_map, model_t, t_tok, seed
+        self.notes: list[str] = []
+
+    def rows(self, word: "torch.Tensor") -> "torch.Tensor":
+        """[V_student, H] rows from the teacher's word embeddings `word` [V_teacher, H]."""
+        assert self.token_map is not None
+        fvt = self.token_map.apply(word, noise=FALLBACK_NOISE, seed=self.seed)
+        if self.kind == "contextual":
+            return self._contextual(fvt)
+        if self.kind == "contextual-fit":
+            return self._fitted(fvt)
+        return fvt
+
+    def _contextual(self, fvt: "torch.Tensor") -> "torch.Tensor":
+        kinds = self.token_map.kinds
+        sids = np.flatnonzero((kinds == _COPIED) | (kinds == _SUBWORD))
+        if sids.size < 2:
+            return fvt
+        ctx = contextual_vectors(self.model_t, self.t_tok, self.token_map, sids).double()
+        ref = fvt[torch_index(sids)].double()
+        centred, ref_centred = ctx - ctx.mean(0), ref - ref.mean(0)
+        scale = ref_centred.norm(dim=1).mean() / centred.norm(dim=1).mean().clamp(min=1e-12)
+        out = fvt.clone()
+        out[torch_index(sids)] = (centred * scale + ref.mean(0)).to(fvt.dtype)
+        self.notes.append(f"contextual start: {sids.size} rows from the teacher's contextual vectors")
+        return out
+
+    def _fitted(self, fvt: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        kinds = self.token_map.kinds
+        copied, subword = np.flatnonzero(kinds == _COPIED), np.flatnonzero(kinds == _SUBWORD)
+        width = fvt.shape[1]
+        if copied.size < FIT_TOKENS_PER_DIM * width or subword.size == 0:
+            self.notes.append(f"contextual-fit: {copied.size} copied tokens (fewer than {FIT_TOKENS_PER_DIM} x width "
+                              f"{width} to fit the map) or no subword tokens; the fvt rows are kept")
+            return fvt
+        ctx = contextual_vectors(self.model_t, self.t_tok, self.token_map, np.concatenate([copied, subword]))
+        x = torch.cat([ctx.double(), torch.ones(ctx.shape[0], 1, dtype=torch.float64)], dim=1)
+        xc, xs = x[: copied.size], x[copied.size:]
+        target = fvt[torch_index(copied)].double()
+        normal = xc.T @ xc
+        normal += torch.eye(normal.shape[0], dtype=torch.float64) * (CONTEXT_RIDGE * normal.diagonal().mean())
+        a = torch.linalg.solve(normal, xc.T @ target)
+        fit = torch.nn.functional.cosine_similarity(xc @ a, target, dim=1).mean()
+        out = fvt.clone()
+        out[torch_index(subword)] = (xs @ a).to(fvt.dtype)
+        self.notes.append(f"contextual-fit: {subword.size} subword rows through a map fitted on {copied.size} "
+                          f"copied tokens (mean cosine of the fit {float(fit):.3f})")
+        return out
+
+
+def torch_index(ids: np.ndarray) -> "torch.Tensor":
+    import torch
+
+    return torch.from_numpy(np.asarray(ids, dtype=np.int64))
+
+
+def contextual_vectors(model_t: Any, t_tok: Any, token_map: TokenMap, sids: np.ndarray) -> "torch.Tensor":
+    """Model2Vec's vector of each student token in `sids`: the teacher's last layer averaged over
+    [CLS] + the token's teacher pieces + [SEP] (float32, [len(sids), H]), batched by length."""
+    import torch
+
+    frame = t_tok.encode("").ids  # the teacher's own framing: [CLS] [SEP] or <s> </s>
+    head, tail = frame[:1], frame[1:2]
+    seqs = [head + token_map.ids[token_map.offsets[s]:token_map.offsets[s + 1]].tolist() + tail for s in sids]
+    limit = int(getattr(model_t.config, "max_position_embeddings", 512)) - 2
+    seqs = [q if len(q) <= limit else q[:limit] for q in seqs]
+    base = getattr(model_t, "base_model", model_t)
+    out = torch.zeros(len(seqs), int(model_t.config.hidden_size if hasattr(model_t.config, "hidden_size")
+                                     else model_t.config.dim))
+    order = np.argsort([len(q) for q in seqs], kind="stable")
+    pad = int(model_t.config.pad_token_id or 0)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for lo in range(0, len(order), CONTEXT_BATCH):
+            idx = order[lo:lo + CONTEXT_BATCH]
+            longest = max(len(seqs[i]) for i in idx)
+            ids = torch.full((len(idx), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), longest), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
+                mask[row, : len(seqs[i])] = 1
+            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            m = mask.unsqueeze(-1).float()
+            out[torch_index(idx)] = (hidden * m).sum(1) / m.sum(1)
+    log.info("contextual vectors of %d student tokens in %.1f s", len(seqs), time.perf_counter() - started)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- width
@@ -737,14 +851,14 @@ def init_student(
     groups = _layer_groups(groups, layer_init, n_layers, t.layers)
     tmp = _prepare_out(out_path)
     try:
-        t_tok, token_map = _teacher_tokens(teacher_path, t, s_tok, s_cfg,
-                                           embedding_init == "fvt" or eval_corpus is not None,
-                                           embedding_init == "fvt")
+        from_teacher = embedding_init != "random"
+        t_tok, token_map = _teacher_tokens(teacher_path, t, s_tok, s_cfg, from_teacher or eval_corpus is not None,
+                                           from_teacher)
         width, explained = _width_map(t, d, reduce)
         config = _student_config(t, s_tok, s_roles, n_layers, d, n_heads, n_inter)
         student = _random_student(config, seed)
-        weights, mlm_head, notes = _initial_weights(t, width, token_map, groups, config, reduce, n_heads, n_inter,
-                                                    embedding_init, seed)
+        start = _EmbeddingStart(embedding_init, token_map, model_t, t_tok, seed)
+        weights, mlm_head, notes = _initial_weights(t, width, start, groups, config, reduce, n_heads, n_inter)
         _load_weights(student, weights)
         agreement_value, n_sentences = None, 0
         if eval_corpus is not None:
@@ -761,7 +875,7 @@ def init_student(
                            "vocab": config.vocab_size},
             embedding_init=embedding_init, reduce=reduce, layer_init=layer_init, layer_map=groups,
             mlm_head=mlm_head, explained_variance=round(explained, 6),
-            coverage=token_map.counts() if embedding_init == "fvt" else {"random": config.vocab_size},
+            coverage=token_map.counts() if from_teacher else {"random": config.vocab_size},
             teacher_parameters=t.parameters, teacher_embedding_parameters=t.embedding_parameters,
             student_parameters=s_params, student_embedding_parameters=_embedding_parameters(student),
             compression=round(t.parameters / s_params, 4),
@@ -857,11 +971,12 @@ def _random_student(config: Any, seed: int) -> Any:
     return student.eval()
 
 
-def _initial_weights(t: TeacherWeights, width: "_Width", token_map: Any, groups: list[list[int]] | None, config: Any,
-                     reduce: str, n_heads: int, n_inter: int, embedding_init: str,
-                     seed: int) -> tuple[dict[str, Any], str, list[str]]:
+def _initial_weights(t: TeacherWeights, width: "_Width", start: "_EmbeddingStart", groups: list[list[int]] | None,
+                     config: Any, reduce: str, n_heads: int, n_inter: int) -> tuple[dict[str, Any], str, list[str]]:
     """(student weights taken from the teacher's, where the MLM head came from, notes)."""
-    new = _embedding_weights(t, width, token_map, config, embedding_init, seed)
+    new = _embedding_weights(t, width, start, config)
+    notes = list(start.notes)
+    token_map = start.token_map
     for n, group in enumerate(groups or []):
         src = t.layer[group[0]] if len(group) == 1 else {
             k: _mean_of([t.layer[g][k] for g in group]) for k in t.layer[group[0]]}
@@ -870,14 +985,14 @@ def _initial_weights(t: TeacherWeights, width: "_Width", token_map: Any, groups:
             for part in ("weight", "bias"):
                 new[f"bert.encoder.layer.{n}.{bert_key}.{part}"] = reduced[f"{name}.{part}"]
     if t.head is None:
-        return new, "random", ["the teacher has no MLM head: the student's MLM transform starts random"]
+        return new, "random", notes + ["the teacher has no MLM head: the student's MLM transform starts random"]
     h = t.head
     new["cls.predictions.transform.dense.weight"] = width.writer(width.reader(h["dense.weight"]))
     new["cls.predictions.transform.dense.bias"] = width.rows(h["dense.bias"])
     new["cls.predictions.transform.LayerNorm.weight"] = width.gain(h["ln.weight"])
     new["cls.predictions.transform.LayerNorm.bias"] = width.rows(h["ln.bias"])
     new["cls.predictions.bias"] = token_map.apply(h["bias"])
-    return new, "teacher", []
+    return new, "teacher", notes
 
 
 def _mean_of(tensors: list[Any]) -> Any:
@@ -886,14 +1001,12 @@ def _mean_of(tensors: list[Any]) -> Any:
     return torch.stack(tensors).mean(dim=0)
 
 
-def _embedding_weights(t: TeacherWeights, width: "_Width", token_map: Any, config: Any, embedding_init: str,
-                       seed: int) -> dict[str, Any]:
+def _embedding_weights(t: TeacherWeights, width: "_Width", start: "_EmbeddingStart", config: Any) -> dict[str, Any]:
     import torch
 
     new: dict[str, Any] = {}
-    if embedding_init == "fvt":
-        new["bert.embeddings.word_embeddings.weight"] = width.rows(
-            token_map.apply(t.word, noise=FALLBACK_NOISE, seed=seed))
+    if start.kind != "random":
+        new["bert.embeddings.word_embeddings.weight"] = width.rows(start.rows(t.word))
     new["bert.embeddings.position_embeddings.weight"] = width.rows(t.position)
     if t.token_type is not None:
         new["bert.embeddings.token_type_embeddings.weight"] = width.rows(t.token_type)
