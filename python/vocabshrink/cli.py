@@ -177,8 +177,11 @@ def inspect_command(dirs: tuple[str, ...], examples: int, seed: int, verify: str
 @click.option("--hidden", type=POS, default=None, help="Student width [default: the teacher's].")
 @click.option("--heads", type=POS, default=None, help="Attention heads; must divide --hidden [default: keep the head size].")
 @click.option("--intermediate", type=POS, default=None, help="FFN size [default: the teacher's ratio to the width].")
-@click.option("--embedding-init", type=click.Choice(["fvt", "random"]), default="fvt", show_default=True,
-              help="fvt: copy or average teacher rows over the teacher's split of each student token.")
+@click.option("--embedding-init", type=click.Choice(["fvt", "contextual", "contextual-fit", "random"]), default="fvt",
+              show_default=True,
+              help="fvt: copy or average teacher rows over the teacher's split of each student token; contextual: "
+                   "the teacher's contextual vector of each token (Model2Vec's table); contextual-fit: copied rows, "
+                   "and subword tokens' contextual vectors mapped into the input space.")
 @click.option("--reduce", type=click.Choice(["pca", "truncate"]), default="pca", show_default=True,
               help="How a narrower student takes the teacher's hidden dimension.")
 @click.option("--layer-init", type=click.Choice(["select", "average", "random"]), default="select",
@@ -303,6 +306,10 @@ def distill_cmd(**kwargs) -> None:
                    "[default: the last]. distill's --layer-map must use only these.")
 @click.option("--dtype", type=click.Choice(["float16", "bfloat16"]), default="float16", show_default=True,
               help="Storage type of the token states (the pooled sentence embeddings stay float32).")
+@click.option("--logits-top-k", type=int, default=0, show_default=True,
+              help="Also keep each teacher token's K largest MLM logits and its logsumexp, for distill's "
+                   "--kl-weight/--match-weight (needs an MLM head; K*(2+4)+4 bytes a token in float16; K = the "
+                   "vocabulary size for the exact KL). 0: no logits.")
 @click.option("--batch-tokens", type=POS, default=2048, show_default=True, help="Padded tokens per teacher batch.")
 @click.option("--teacher-dtype", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="The teacher's compute type; auto: bf16 on CPUs with bfloat16 instructions (1.9x faster, states "
@@ -316,13 +323,14 @@ def distill_cmd(**kwargs) -> None:
 def cache_teacher_command(layers: str | None, data: tuple[str, ...], **options) -> None:
     """Run the teacher once over aligned shards and store its states for `distill --teacher-cache`.
 
-    Writes one safetensors file per shard file (the chosen layers' token states and each example's pooled
-    sentence embedding) and OUT/cache.json. Rerun the same command after an interruption: finished files
-    are kept.
+    Writes one safetensors file per shard file (the chosen layers' token states, each example's pooled
+    sentence embedding and, with --logits-top-k, the top-K logits) and OUT/cache.json. Rerun the same
+    command after an interruption: finished files are kept.
 
     \b
     Example:
       vocabshrink cache-teacher --teacher minilm --data shards --data held-out --out cache
+      vocabshrink cache-teacher --teacher bert-mlm --data shards --out cache --logits-top-k 64   # for --kl-weight
     Prints the report (files, teacher tokens, bytes per token, tokens/s), also in OUT/cache_report.json.
     """
     from .errors import ConfigError

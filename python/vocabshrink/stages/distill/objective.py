@@ -163,9 +163,9 @@ def loss_sums(student: torch.nn.Module, projection: L.HiddenProjection | None, t
 
 def teacher_outputs(teacher: Teacher, batch: dict[str, Any], *, logits: bool, states: bool) -> TeacherOutput:
     """The teacher's hidden states (and logits, pooled sentence embedding where known) for a batch: a forward
-    pass of the model, or the rows of its cache."""
+    pass of the model, or the rows of its cache (dense logits rebuilt from its top K only when asked for)."""
     if isinstance(teacher, CachedTeacher):
-        return teacher.outputs(batch)
+        return teacher.outputs(batch, logits=logits)
     with torch.no_grad():
         t_model = teacher if logits else encoder(teacher)
         out = t_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"],

@@ -114,9 +114,7 @@ class DistillOptions:
                 or not any(w > 0 for w in weights.values()):
             raise ConfigError(f"loss weights must be >= 0 and at least one > 0, got {weights}")
         _check_ranges(self)
-        if self.teacher_cache and self.need_logits:
-            raise ConfigError("--teacher-cache holds hidden states and sentence embeddings, not logits; the KL losses "
-                              "(--kl-weight, --match-weight) need the teacher itself: leave out --teacher-cache")
+        # --teacher-cache with the KL losses: whether the cache holds logits is checked where it is opened
         self._check_paths()
 
     def _check_paths(self) -> None:

@@ -150,9 +150,9 @@ def _teacher_layers(opts: DistillOptions) -> int:
 def _teacher(opts: DistillOptions, dataset: Any, hidden_layers: list[int], dev: torch.device,
              dtype: str) -> Teacher:
     """The frozen teacher in `dtype` (resolved), or its cache over the training shards (the teacher's weights
-    then stay unloaded)."""
+    then stay unloaded, the KL losses included: a cache without logits is refused by `open_cache` then)."""
     if opts.teacher_cache:
-        return open_cache(opts.teacher_cache, dataset, opts.teacher, layers=hidden_layers)
+        return open_cache(opts.teacher_cache, dataset, opts.teacher, layers=hidden_layers, logits=opts.need_logits)
     return load_teacher(opts.teacher, need_logits=opts.need_logits, dtype=_DTYPES[dtype], device=dev)
 
 
