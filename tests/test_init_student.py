@@ -126,7 +126,8 @@ def tid(token: str) -> int:
 
 def test_fvt_rows_at_equal_width(tiny, tmp_path):
     teacher = tiny["teachers"]["BertForMaskedLM"]
-    report = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "s", layers=2)
+    report = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "s", layers=2,
+                          embedding_init="fvt")
     sd = student_sd(tmp_path / "s")
     tsd = load(teacher).state_dict()
     t_word, s_word = tsd["bert.embeddings.word_embeddings.weight"], sd["bert.embeddings.word_embeddings.weight"]
@@ -160,7 +161,8 @@ def test_fvt_is_seeded(tiny, tmp_path):
     teacher = tiny["teachers"]["BertModel"]
     rows = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / name, layers=1, seed=seed)
+        init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / name, layers=1, seed=seed,
+                     embedding_init="fvt")
         rows.append(student_sd(tmp_path / name)["bert.embeddings.word_embeddings.weight"][sid("zoo")])
     assert torch.equal(rows[0], rows[1])
     assert not torch.equal(rows[0], rows[2])
@@ -205,7 +207,7 @@ def test_contextual_vectors_are_model2vecs(tiny, tmp_path):
 
 def test_contextual_start(tiny, tmp_path):
     teacher = tiny["teachers"]["BertModel"]
-    init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "f", layers=1)
+    init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "f", layers=1, embedding_init="fvt")
     report = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "c", layers=1,
                           embedding_init="contextual")
     fvt = student_sd(tmp_path / "f")["bert.embeddings.word_embeddings.weight"]
@@ -222,6 +224,19 @@ def test_contextual_start(tiny, tmp_path):
     torch.testing.assert_close(centred, ctx * scale, rtol=1e-3, atol=1e-3)  # one positive scale for all rows
     torch.testing.assert_close(centred.norm(dim=1).mean(), (ref - ref.mean(0)).norm(dim=1).mean())
     assert report.embedding_init == "contextual" and any("contextual start" in n for n in report.notes)
+
+
+def test_auto_start_is_fvt_at_the_teachers_shape_and_contextual_below(tiny, tmp_path):
+    teacher = tiny["teachers"]["BertModel"]
+    full = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "a", layers=SIZE["layers"])
+    small = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "b", layers=1)
+    narrow = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "c", hidden=16,
+                          layers=SIZE["layers"])
+    assert (full.embedding_init, small.embedding_init, narrow.embedding_init) == ("fvt", "contextual", "contextual")
+    contextual = init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "d", layers=1,
+                              embedding_init="contextual")
+    torch.testing.assert_close(student_sd(tmp_path / "b"), student_sd(tmp_path / "d"), rtol=0, atol=0)
+    assert contextual.embedding_init == "contextual"
 
 
 def test_contextual_fit_start(tiny, tmp_path, monkeypatch):
@@ -274,7 +289,7 @@ def test_pca_keeps_the_most_variance():
 def test_pca_projection_applied_consistently(tiny, tmp_path):
     teacher = tiny["teachers"]["BertForMaskedLM"]
     report = init_student(teacher=teacher, tokenizer=tiny["teacher_tok"], out=tmp_path / "s", hidden=16,
-                          layer_map="1,3")
+                          layer_map="1,3", embedding_init="fvt")
     sd = student_sd(tmp_path / "s")
     tsd = load(teacher).state_dict()
     w = tsd["bert.embeddings.word_embeddings.weight"]
@@ -305,7 +320,7 @@ def test_pca_projection_applied_consistently(tiny, tmp_path):
 def test_truncate_equals_slicing(tiny, tmp_path):
     teacher = tiny["teachers"]["BertForMaskedLM"]
     init_student(teacher=teacher, tokenizer=tiny["teacher_tok"], out=tmp_path / "s", hidden=16, heads=4,
-                 intermediate=24, reduce="truncate", layer_map="2")
+                 intermediate=24, reduce="truncate", layer_map="2", embedding_init="fvt")
     sd = student_sd(tmp_path / "s")
     tsd = load(teacher).state_dict()
     checked = 0
@@ -596,7 +611,7 @@ def test_minilm_teacher(minilm_path, minilm_student_tok, data_dir, tmp_path):
     good, broken = minilm_student_tok
     with pytest.raises(TokenizerError, match="id 101"):
         init_student(teacher=minilm_path, tokenizer=broken, out=tmp_path / "x")
-    report = init_student(teacher=minilm_path, tokenizer=good, out=tmp_path / "s",
+    report = init_student(teacher=minilm_path, tokenizer=good, out=tmp_path / "s", embedding_init="fvt",
                           eval_corpus=data_dir / "en" / "wikitext2" / "test.txt", eval_sentences=24)
     assert report.student_shape == {"layers": 3, "hidden": 384, "heads": 12, "intermediate": 1536, "vocab": 3000}
     assert report.layer_map == [[0], [2], [5]]

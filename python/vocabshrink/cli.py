@@ -177,11 +177,12 @@ def inspect_command(dirs: tuple[str, ...], examples: int, seed: int, verify: str
 @click.option("--hidden", type=POS, default=None, help="Student width [default: the teacher's].")
 @click.option("--heads", type=POS, default=None, help="Attention heads; must divide --hidden [default: keep the head size].")
 @click.option("--intermediate", type=POS, default=None, help="FFN size [default: the teacher's ratio to the width].")
-@click.option("--embedding-init", type=click.Choice(["fvt", "contextual", "contextual-fit", "random"]), default="fvt",
-              show_default=True,
+@click.option("--embedding-init", type=click.Choice(["auto", "fvt", "contextual", "contextual-fit", "random"]),
+              default="auto", show_default=True,
               help="fvt: copy or average teacher rows over the teacher's split of each student token; contextual: "
                    "the teacher's contextual vector of each token (Model2Vec's table); contextual-fit: copied rows, "
-                   "and subword tokens' contextual vectors mapped into the input space.")
+                   "and subword tokens' contextual vectors mapped into the input space; auto: fvt at the teacher's "
+                   "shape (a trim: exact), contextual for a smaller student (measured better).")
 @click.option("--reduce", type=click.Choice(["pca", "truncate"]), default="pca", show_default=True,
               help="How a narrower student takes the teacher's hidden dimension.")
 @click.option("--layer-init", type=click.Choice(["select", "average", "random"]), default="select",

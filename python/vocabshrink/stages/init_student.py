@@ -35,6 +35,10 @@ pieces combine, is what this replaces. Either way the rows then go through the
 width map P like fvt's.
 
 `embedding_init="random"` keeps the seeded random rows of a fresh model.
+`embedding_init="auto"` (the default): fvt for a student of the teacher's
+shape (every layer, full width: a trimmed teacher, whose copied rows then
+reproduce the teacher exactly), contextual for a smaller student, where it
+was measured better (benchmarks/RESULTS.md, "Embedding starts").
 
 Width (`reduce`). A student as wide as the teacher keeps the teacher's
 coordinates (nothing is projected). A narrower student of width d uses a
@@ -108,7 +112,7 @@ SUPPORTED_ARCHITECTURES = (
     "BertModel, BertForMaskedLM, DistilBertModel, DistilBertForMaskedLM, RobertaModel, RobertaForMaskedLM, "
     "XLMRobertaModel, XLMRobertaForMaskedLM"
 )
-EMBEDDING_INITS = ("fvt", "contextual", "contextual-fit", "random")
+EMBEDDING_INITS = ("auto", "fvt", "contextual", "contextual-fit", "random")
 # Student tokens per teacher forward when the contextual starts embed the vocabulary.
 CONTEXT_BATCH = 512
 # Ridge of the contextual-fit map, relative to the mean diagonal of the normal matrix.
@@ -821,7 +825,7 @@ def init_student(
     hidden: int | None = None,
     heads: int | None = None,
     intermediate: int | None = None,
-    embedding_init: str = "fvt",
+    embedding_init: str = "auto",
     reduce: str = "pca",
     layer_init: str = "select",
     layer_map: str | Sequence[Any] | None = None,
@@ -849,6 +853,7 @@ def init_student(
     n_layers, d, n_heads, n_inter = _student_shape(t, layers, hidden, heads, intermediate, groups, layer_init,
                                                    reduce)
     groups = _layer_groups(groups, layer_init, n_layers, t.layers)
+    embedding_init = resolve_embedding_init(embedding_init, t, n_layers, d)
     tmp = _prepare_out(out_path)
     try:
         from_teacher = embedding_init != "random"
@@ -890,6 +895,13 @@ def init_student(
         raise
     log.info("init-student: wrote %s in %.1f s", out_path, report.seconds)
     return report
+
+
+def resolve_embedding_init(embedding_init: str, t: TeacherWeights, n_layers: int, width: int) -> str:
+    """`auto` -> fvt for a student of the teacher's shape (exact copies), contextual for a smaller one."""
+    if embedding_init != "auto":
+        return embedding_init
+    return "fvt" if (n_layers, width) == (t.layers, t.hidden) else "contextual"
 
 
 def _check_options(embedding_init: str, reduce: str, layer_init: str, eval_sentences: int) -> None:
