@@ -59,12 +59,12 @@ class SweepReport:
         return json.dumps(asdict(self), indent=2)
 
     def table(self) -> str:
-        head = (f"{'vocab':>6} {'shape':>14} {'params':>8} {'steps':>6} {'min':>5} {'agreement':>9} "
+        head = (f"{'vocab':>6} {'shape':>18} {'params':>8} {'steps':>6} {'min':>5} {'agreement':>9} "
                 f"{'sent.cos':>8}")
         rows = [f"parameter budget {self.budget / 1e6:.2f}M; score: held-out teacher agreement", head]
         for t in self.trials:
             mark = "  <- winner" if self.winner is not None and t.folder == self.winner.folder else ""
-            rows.append(f"{t.vocab:>6} {f'{t.layers}x{t.hidden} (ffn {t.intermediate})':>14} {t.params / 1e6:>7.2f}M "
+            rows.append(f"{t.vocab:>6} {f'{t.layers}x{t.hidden} (ffn {t.intermediate})':>18} {t.params / 1e6:>7.2f}M "
                         f"{t.steps:>6} {t.seconds / 60:>5.1f} {_fmt(t.agreement):>9} {_fmt(t.sentence_cosine):>8}"
                         f"{mark}")
         if self.student:
