@@ -434,8 +434,8 @@ def test_a_cache_without_logits_keeps_its_old_form_and_opens(setup, mlm):
 
 
 def test_a_teacher_without_a_separate_head_gives_the_same_logits(setup, mlm, tmp_path, monkeypatch):
-    """Where `_mlm_head` finds no head module, the whole model runs and its logits are kept: the same top 8."""
-    monkeypatch.setattr(C, "_mlm_head", lambda model: None)
+    """Where `mlm_head` finds no head module, the whole model runs and its logits are kept: the same top 8."""
+    monkeypatch.setattr(C, "mlm_head", lambda model: None)
     out = tmp_path / "whole"
     _cache(setup["teacher"], [setup["shards"]], out, logits_top_k=8, progress=False)
     for name in _files(out):

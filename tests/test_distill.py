@@ -353,7 +353,7 @@ def test_mlm_head_on_masked_positions_equals_the_full_head(models, monkeypatch):
     fast.backward()
     g_fast = student.bert.encoder.layer[0].attention.self.query.weight.grad.clone()
     student.zero_grad()
-    monkeypatch.setattr(DL, "_mlm_head", lambda model: None)  # falls back to the whole model's logits
+    monkeypatch.setattr(DL, "mlm_head", lambda model: None)  # falls back to the whole model's logits
     full = DL.loss_sums(student, None, teacher, batch, setup, NO_AUTOCAST)["mlm"]
     full.backward()
     g_full = student.bert.encoder.layer[0].attention.self.query.weight.grad

@@ -4,7 +4,8 @@ The rules, in one place: local Hugging Face directories (config.json + weights);
 safetensors weights (transformers reads a `pytorch_model.bin` only with
 `weights_only=True`, never a general unpickle); no `trust_remote_code` unless the
 caller passes it; an MLM head kept when the checkpoint has one (`head="auto"`).
-Imports only `errors`; torch and transformers load on first use.
+Also the parts of a loaded model that several stages run alone: its bare `encoder`
+and its `mlm_head`. Imports only `errors`; torch and transformers load on first use.
 """
 
 from __future__ import annotations
@@ -148,3 +149,19 @@ def resolve_teacher_dtype(name: str, device: Any = "cpu") -> str:
     if torch.device(device).type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if native_bf16() else "fp32"
+
+
+def encoder(model: Any) -> Any:
+    """The bare encoder of a *ForMaskedLM (or the model itself): hidden states without the vocabulary head."""
+    return getattr(model, model.base_model_prefix, model) if hasattr(model, "base_model_prefix") else model
+
+
+def mlm_head(model: Any) -> Any:
+    """The vocabulary head of a *ForMaskedLM (BERT's `cls`, RoBERTa's `lm_head`), or None for other layouts."""
+    import torch
+
+    for name in ("cls", "lm_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            return head
+    return None

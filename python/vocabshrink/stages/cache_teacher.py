@@ -24,13 +24,12 @@ import torch
 from ..data import ShardDataset
 from ..errors import ConfigError, ShardError
 from ..files import sha256_file, write_atomic, write_json_atomic
-from ..models import has_mlm_head, load_teacher, resolve_teacher_dtype
+from ..models import encoder, has_mlm_head, load_teacher, mlm_head, resolve_teacher_dtype
 from ..progress import progress_bar
 from ..shards import STUDENT_TOKENIZER, check_parts, read_manifest
 from ..teacher_cache import (DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, cache_file_name, layer_key, teacher_config,
                              teacher_fingerprint)
 from ..tokenization import load_tokenizer
-from .distill.objective import _mlm_head, encoder  # the student's head finder serves the teacher too
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +264,7 @@ class _Worker:
     """The teacher and the shards of one process; `write(s)` computes and writes shard file s's cache file.
 
     The encoder gives the states as without logits (the same bytes); with `top_k` > 0 the MLM head then runs on
-    each example's real last-layer rows only, never on padding (a model whose head `_mlm_head` does not find runs
+    each example's real last-layer rows only, never on padding (a model whose head `mlm_head` does not find runs
     whole, and its logits are taken instead).
     """
 
@@ -275,7 +274,7 @@ class _Worker:
         self.dataset = dataset if dataset is not None else _dataset(Path(teacher), data, "size")
         full = load_teacher(teacher, need_logits=top_k > 0, dtype=TEACHER_DTYPES[teacher_dtype],
                             device=torch.device("cpu"))
-        self.head = _mlm_head(full) if top_k else None
+        self.head = mlm_head(full) if top_k else None
         self.model = full if top_k and self.head is None else encoder(full)
         self.top_k = top_k
         self.pad = int(self.dataset.teacher_info["roles"].get("pad", self.dataset.teacher_info["roles"].get("unk", 0)))

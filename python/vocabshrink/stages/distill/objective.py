@@ -13,15 +13,11 @@ import torch
 
 from ... import losses as L
 from ...agreement import mean_pool
+from ...models import encoder, mlm_head  # noqa: F401  (encoder: also read from here by evaluation and benchmarks)
 from ...teacher_cache import CachedTeacher, TeacherOutput
 
 # The teacher the losses read: a frozen model, or its states cached by `cache-teacher`.
 Teacher = Union[torch.nn.Module, CachedTeacher]
-
-
-def encoder(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare encoder of a *ForMaskedLM (or the model itself): hidden states without the vocabulary head."""
-    return getattr(model, model.base_model_prefix, model) if hasattr(model, "base_model_prefix") else model
 
 
 def num_layers(model: torch.nn.Module) -> int:
@@ -119,15 +115,6 @@ def row_counts(batch: dict[str, Any], setup: LossSetup) -> torch.Tensor:
                          sentences * (sentences - 1)], dtype=torch.float64)
 
 
-def _mlm_head(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The vocabulary head of a *ForMaskedLM (BERT's `cls`, RoBERTa's `lm_head`), or None for other layouts."""
-    for name in ("cls", "lm_head"):
-        head = getattr(model, name, None)
-        if isinstance(head, torch.nn.Module):
-            return head
-    return None
-
-
 def _paired_states(s_states: Sequence[torch.Tensor], t_states: Sequence[torch.Tensor], pair: tuple[int, int],
                    batch: dict[str, Any], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Student and teacher states of one layer pair on common rows: per teacher position (split mode, student
@@ -195,7 +182,7 @@ def _own_pass(student: torch.nn.Module, batch: dict[str, Any], setup: LossSetup,
     if not (setup.mlm_weight > 0 or offsets_hidden or offsets_logits or offsets_sentence):
         return None, None
     own_ids = batch["student_input_ids"] if setup.mlm_weight > 0 else batch["student_original_ids"]
-    head = _mlm_head(student)
+    head = mlm_head(student)
     want_states = offsets_hidden or offsets_sentence
     with autocast:
         if head is None or offsets_logits:
