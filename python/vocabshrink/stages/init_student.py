@@ -99,7 +99,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, CorpusError, ModelError, TokenizerError
-from ..models import WEIGHT_FILES
+from ..models import WEIGHT_FILES, encoder
 
 if TYPE_CHECKING:
     import torch
@@ -481,29 +481,27 @@ def contextual_vectors(model_t: Any, t_tok: Any, token_map: TokenMap, sids: np.n
     [CLS] + the token's teacher pieces + [SEP] (float32, [len(sids), H]), batched by length."""
     import torch
 
+    from ..agreement import mean_pool
+
     frame = t_tok.encode("").ids  # the teacher's own framing: [CLS] [SEP] or <s> </s>
     head, tail = frame[:1], frame[1:2]
-    seqs = [head + token_map.ids[token_map.offsets[s]:token_map.offsets[s + 1]].tolist() + tail for s in sids]
     limit = int(getattr(model_t.config, "max_position_embeddings", 512)) - 2
-    seqs = [q if len(q) <= limit else q[:limit] for q in seqs]
-    base = getattr(model_t, "base_model", model_t)
-    out = torch.zeros(len(seqs), int(model_t.config.hidden_size if hasattr(model_t.config, "hidden_size")
-                                     else model_t.config.dim))
+    seqs = [head + token_map.ids[token_map.offsets[s]:token_map.offsets[s + 1]].tolist()[:limit] + tail for s in sids]
     order = np.argsort([len(q) for q in seqs], kind="stable")
     pad = int(model_t.config.pad_token_id or 0)
+    base = encoder(model_t)
     started = time.perf_counter()
+    parts = []
     with torch.inference_mode():
         for lo in range(0, len(order), CONTEXT_BATCH):
-            idx = order[lo:lo + CONTEXT_BATCH]
-            longest = max(len(seqs[i]) for i in idx)
-            ids = torch.full((len(idx), longest), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), longest), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[row, : len(seqs[i])] = 1
-            hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-            m = mask.unsqueeze(-1).float()
-            out[torch_index(idx)] = (hidden * m).sum(1) / m.sum(1)
+            batch = [seqs[i] for i in order[lo:lo + CONTEXT_BATCH]]
+            ids = torch.full((len(batch), len(batch[-1])), pad, dtype=torch.long)  # sorted: the last is longest
+            mask = torch.zeros_like(ids)
+            for row, q in enumerate(batch):
+                ids[row, : len(q)] = torch.tensor(q)
+                mask[row, : len(q)] = 1
+            parts.append(mean_pool(base(input_ids=ids, attention_mask=mask).last_hidden_state.float(), mask))
+    out = torch.cat(parts)[torch_index(np.argsort(order))]  # back from length order to the order of `sids`
     log.info("contextual vectors of %d student tokens in %.1f s", len(seqs), time.perf_counter() - started)
     return out
 
