@@ -105,7 +105,10 @@ def test_distill_with_the_cache_is_the_same_run(setup, tmp_path):
     for k in plain.final_losses:
         assert cached.final_losses[k] == pytest.approx(plain.final_losses[k], rel=2e-3, abs=1e-5)
     for k in plain.evaluation:
-        assert cached.evaluation[k] == pytest.approx(plain.evaluation[k], rel=2e-3, abs=1e-4)
+        # the agreement is a Spearman over the pairwise cosines of a few held-out examples: swapping two near-equal
+        # cosines moves it by about 0.002 (CI saw 0.2515 vs 0.2531 on its CPU), so it gets a rank-sized tolerance
+        tolerance = dict(abs=0.01) if k == "eval_teacher_agreement" else dict(rel=2e-3, abs=1e-4)
+        assert cached.evaluation[k] == pytest.approx(plain.evaluation[k], **tolerance), k
     a, b = load_file(str(tmp_path / "plain/final/model.safetensors")), load_file(
         str(tmp_path / "cached/final/model.safetensors"))
     start = load_file(str(setup["student"] / "model.safetensors"))
