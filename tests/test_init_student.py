@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from conftest import bert_template
@@ -495,6 +496,26 @@ def test_cli(tiny, tmp_path):
     assert "Example" in runner.invoke(cli, ["init-student", "--help"]).output
 
 
+def test_dropout(tiny, tmp_path):
+    """--dropout sets the student's hidden and attention dropout; without it the student keeps the teacher's."""
+    teacher = tiny["teachers"]["BertForMaskedLM"]
+    kept = json.loads((teacher / "config.json").read_text())
+    init_student(teacher=teacher, tokenizer=tiny["student_tok"], out=tmp_path / "a", hidden=16)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["init-student", "--teacher", str(teacher), "--tokenizer", str(tiny["student_tok"]),
+                                 "--out", str(tmp_path / "b"), "--hidden", "16", "--dropout", "0"])
+    assert result.exit_code == 0, result.output
+    a, b = (json.loads((tmp_path / n / "config.json").read_text()) for n in "ab")
+    assert a["hidden_dropout_prob"] == kept["hidden_dropout_prob"] > 0
+    assert a["attention_probs_dropout_prob"] == kept["attention_probs_dropout_prob"] > 0
+    assert b["hidden_dropout_prob"] == b["attention_probs_dropout_prob"] == 0.0
+    wa, wb = (load_file(str(tmp_path / n / "model.safetensors")) for n in "ab")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # the weights do not change
+    bad = runner.invoke(cli, ["init-student", "--teacher", str(teacher), "--tokenizer", str(tiny["student_tok"]),
+                              "--out", str(tmp_path / "c"), "--dropout", "1.5"])
+    assert bad.exit_code == 1 and "Invalid value for '--dropout'" in bad.output and not (tmp_path / "c").exists()
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 
@@ -516,6 +537,8 @@ def test_unsupported_teacher(tiny):
     (dict(layers=0), "at least 1"),
     (dict(reduce="svd"), "--reduce must be one of"),
     (dict(embedding_init="copy"), "--embedding-init must be one of"),
+    (dict(dropout=1.0), "--dropout must be in"),
+    (dict(dropout=-0.1), "--dropout must be in"),
 ])
 def test_bad_options(tiny, tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -192,10 +192,12 @@ def inspect_command(dirs: tuple[str, ...], examples: int, seed: int, verify: str
               help="Held-out text for the teacher agreement before training (repeatable).")
 @click.option("--eval-sentences", type=click.IntRange(min=3), default=256, show_default=True,
               help="How many non-empty lines of --eval-corpus to use.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="The student's hidden and attention dropout [default: the teacher's].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the teacher's own Python code (only if you trust it).")
 def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediate, embedding_init, reduce, layer_init,
-                     layer_map, eval_corpus, eval_sentences, seed, trust_remote_code) -> None:
+                     layer_map, eval_corpus, eval_sentences, dropout, seed, trust_remote_code) -> None:
     """Build the student model that distillation starts from, initialised from the teacher.
 
     Writes a Hugging Face BertForMaskedLM directory (config, model.safetensors,
@@ -213,7 +215,7 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
         teacher=teacher, tokenizer=tokenizer, out=out, layers=layers, hidden=hidden, heads=heads,
         intermediate=intermediate, embedding_init=embedding_init, reduce=reduce, layer_init=layer_init,
         layer_map=layer_map, eval_corpus=list(eval_corpus) or None, seed=seed, trust_remote_code=trust_remote_code,
-        eval_sentences=eval_sentences,
+        eval_sentences=eval_sentences, dropout=dropout,
     )
     click.echo(report.table())
 

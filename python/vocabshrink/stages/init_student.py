@@ -831,16 +831,18 @@ def init_student(
     seed: int = 0,
     trust_remote_code: bool = False,
     eval_sentences: int = 256,
+    dropout: float | None = None,
 ) -> InitReport:
     """Build a `BertForMaskedLM` student in `out` from `teacher` and the student `tokenizer`; see the module doc.
 
     `eval_corpus` (optional): text whose first `eval_sentences` non-empty lines
-    measure the teacher agreement of the initialised student.
+    measure the teacher agreement of the initialised student. `dropout` (optional): the student's hidden and
+    attention dropout instead of the teacher's.
     """
     from ..tokenization import load_tokenizer, read_config, special_tokens
 
     started = time.perf_counter()
-    _check_options(embedding_init, reduce, layer_init, eval_sentences)
+    _check_options(embedding_init, reduce, layer_init, eval_sentences, dropout)
     teacher_path, tok_path, out_path = Path(teacher), Path(tokenizer), Path(out)
     s_tok = load_tokenizer(tok_path)
     s_cfg = read_config(tok_path)
@@ -858,7 +860,7 @@ def init_student(
         t_tok, token_map = _teacher_tokens(teacher_path, t, s_tok, s_cfg, from_teacher or eval_corpus is not None,
                                            from_teacher)
         width, explained = _width_map(t, d, reduce)
-        config = _student_config(t, s_tok, s_roles, n_layers, d, n_heads, n_inter)
+        config = _student_config(t, s_tok, s_roles, n_layers, d, n_heads, n_inter, dropout)
         student = _random_student(config, seed)
         start = _EmbeddingStart(embedding_init, token_map, model_t, t_tok, seed)
         weights, mlm_head, notes = _initial_weights(t, width, start, groups, config, reduce, n_heads, n_inter)
@@ -902,13 +904,16 @@ def resolve_embedding_init(embedding_init: str, t: TeacherWeights, n_layers: int
     return "fvt" if (n_layers, width) == (t.layers, t.hidden) else "contextual"
 
 
-def _check_options(embedding_init: str, reduce: str, layer_init: str, eval_sentences: int) -> None:
+def _check_options(embedding_init: str, reduce: str, layer_init: str, eval_sentences: int,
+                   dropout: float | None) -> None:
     for name, value, allowed in (("embedding_init", embedding_init, EMBEDDING_INITS),
                                  ("reduce", reduce, REDUCTIONS), ("layer_init", layer_init, LAYER_INITS)):
         if value not in allowed:
             raise ConfigError(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
     if eval_sentences < 3:
         raise ConfigError(f"--eval-sentences must be at least 3, got {eval_sentences}")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"--dropout must be in [0, 1), got {dropout}")
 
 
 def _layer_groups(groups: list[list[int]] | None, layer_init: str, n_layers: int,
@@ -953,13 +958,15 @@ def _width_map(t: TeacherWeights, d: int, reduce: str) -> tuple["_Width", float]
 
 
 def _student_config(t: TeacherWeights, s_tok: Any, s_roles: dict[str, int], n_layers: int, d: int, n_heads: int,
-                    n_inter: int) -> Any:
+                    n_inter: int, dropout: float | None = None) -> Any:
     from transformers import BertConfig
+
+    hidden_dropout, attention_dropout = (t.hidden_dropout, t.attention_dropout) if dropout is None else (dropout,) * 2
 
     config = BertConfig(
         vocab_size=s_tok.get_vocab_size(with_added_tokens=True), hidden_size=d, num_hidden_layers=n_layers,
         num_attention_heads=n_heads, intermediate_size=n_inter, hidden_act=t.hidden_act,
-        hidden_dropout_prob=t.hidden_dropout, attention_probs_dropout_prob=t.attention_dropout,
+        hidden_dropout_prob=hidden_dropout, attention_probs_dropout_prob=attention_dropout,
         max_position_embeddings=t.position.shape[0],
         type_vocab_size=t.token_type.shape[0] if t.token_type is not None else 2,
         initializer_range=t.initializer_range, layer_norm_eps=t.layer_norm_eps,
