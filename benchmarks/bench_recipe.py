@@ -1,18 +1,23 @@
-"""Recipe trials: short distills of the English student, each changing one thing from the base, scored on STS-B dev.
+"""Recipe trials: short distills of a student, each changing one thing from a base, scored on STS-B dev.
 
-The base is bench_starts' English trial: the 6K WordPiece student at 3 x 264 from `--embedding-init contextual`,
-`distill`'s defaults (batch 64, lr 1e-3, linear schedule, 100 warmup steps), `--steps` steps on bench_quality's
-sentence shards. A batch-size row keeps the number of training sentences (steps scale inversely) and the warmup's
-share of the run. The `v16k` row is the 4M sweep's winner (16K vocabulary, 4 x 168), aligned like the 6K shards;
-`trim16k` the same shape on the teacher's own 16K most frequent tokens (`build-vocab --algorithm trim`), `v24k` a
-trained 24K vocabulary at 3 x 144.
+English: the base is bench_starts' English trial, the 6K WordPiece student at 3 x 264 from `--embedding-init
+contextual`, `distill`'s defaults (batch 64, lr 1e-3, linear schedule, 100 warmup steps), `--steps` steps on
+bench_quality's sentence shards. A batch-size row keeps the number of training sentences (steps scale inversely)
+and the warmup's share of the run. `v16k` is the 4M sweep's winner (16K vocabulary, 4 x 168), aligned like the 6K
+shards; `trim16k` the same shape on the teacher's own 16K most frequent tokens (`build-vocab --algorithm trim`);
+`v24k` a trained 24K vocabulary at 3 x 144.
+Russian (`ru-*`, multilingual-e5-small, `query: ` before every text): `ru-base` is bench_russian's student (10K
+Unigram, 3 x 264), `ru-trim20k` a 20K vocabulary trimmed from the teacher's at 3 x 192, the same parameters; both
+without a teacher cache (for a short trial the cache costs more than it saves).
 Every row: distill seconds, STS-B dev Spearman raw and projected (bench_quality's scorer).
 
-Needs bench_quality.py's runs/quality (vocab-6000, shards-6000-m64, corpus/train.txt) and, for `v16k`, the sweep
-of RESULTS.md ("A measured sweep", runs/sweep4m/v16000/tok).
+Needs bench_quality.py's runs/quality (vocab-6000, shards-6000-m64, corpus/train.txt), for `v16k` the sweep of
+RESULTS.md ("A measured sweep", runs/sweep4m/v16000/tok), for `ru-*` bench_russian.py's runs/russian and
+bench_trim.py's runs/trim/query_keep.txt.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 400
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 400 --trials base,cosine
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 400 --trials base,v16k,trim16k,v24k
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 600 --trials ru-base,ru-trim20k
 """
 
 from __future__ import annotations
@@ -21,18 +26,60 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, ROOT  # noqa: E402
 from bench_quality import params_of, read_sts  # noqa: E402
 from bench_results import Runner, rel, teacher_path  # noqa: E402
-from bench_starts import score  # noqa: E402
+from bench_starts import RU_PROMPT, score  # noqa: E402
 
 log = logging.getLogger("bench_recipe")
-WORK = ROOT / "runs" / "quality"
+EN, RU = ROOT / "runs" / "quality", ROOT / "runs" / "russian"
 BASE_BATCH, BASE_WARMUP = 64, 100
-# name -> (student, extra distill options, batch size); each differs from the base in one thing
+
+
+@dataclass(frozen=True)
+class Lang:
+    work: Path
+    corpus: Path
+    teacher: str
+    prompt: str
+    sts: Path
+
+
+LANGS = {"en": Lang(EN, EN / "corpus" / "train.txt", "", "", DATA / "en/stsb/dev.tsv"),
+         "ru": Lang(RU, RU / "train-100000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"), RU_PROMPT,
+                    DATA / "ru/stsb/dev.tsv")}
+
+
+@dataclass(frozen=True)
+class Student:
+    lang: str
+    vocab: Path
+    shards: Path
+    shape: list[str]  # init-student options
+    build: list[str] | None = None  # build-vocab options when the vocabulary is made here
+
+
+STUDENTS = {
+    "6k": Student("en", EN / "vocab-6000", EN / "shards-6000-m64", ["--layers", "3", "--hidden", "264"]),
+    "6k-dropout0": Student("en", EN / "vocab-6000", EN / "shards-6000-m64",
+                           ["--layers", "3", "--hidden", "264", "--dropout", "0"]),
+    "16k": Student("en", ROOT / "runs" / "sweep4m" / "v16000" / "tok", EN / "shards-16000-m64",
+                   ["--layers", "4", "--hidden", "168", "--heads", "6"]),
+    "trim16k": Student("en", EN / "vocab-trim-16000", EN / "shards-trim-16000-m64",
+                       ["--layers", "4", "--hidden", "168", "--heads", "6"], ["--size", "16000", "--algorithm", "trim"]),
+    "24k": Student("en", EN / "vocab-24000", EN / "shards-24000-m64",
+                   ["--layers", "3", "--hidden", "144", "--heads", "6"], ["--size", "24000"]),
+    "ru10k": Student("ru", RU / "vocab-10000", RU / "shards-10000", ["--layers", "3", "--hidden", "264", "--heads", "12"]),
+    "ru-trim20k": Student("ru", RU / "vocab-trim-20000", RU / "shards-trim-20000",
+                          ["--layers", "3", "--hidden", "192", "--heads", "6"],
+                          ["--size", "20000", "--algorithm", "trim", "--keep",
+                           rel(ROOT / "runs" / "trim" / "query_keep.txt")]),
+}
+# name -> (student, extra distill options, batch size); each differs from its base in one thing
 TRIALS = {
     "base": ("6k", [], BASE_BATCH),
     "cosine": ("6k", ["--schedule", "cosine"], BASE_BATCH),
@@ -43,49 +90,44 @@ TRIALS = {
     "v16k": ("16k", [], BASE_BATCH),
     "trim16k": ("trim16k", [], BASE_BATCH),
     "v24k": ("24k", [], BASE_BATCH),
-}
-STUDENTS = {  # name -> (vocabulary folder, shards folder, init-student options)
-    "6k": (WORK / "vocab-6000", WORK / "shards-6000-m64", ["--layers", "3", "--hidden", "264"]),
-    "6k-dropout0": (WORK / "vocab-6000", WORK / "shards-6000-m64",
-                    ["--layers", "3", "--hidden", "264", "--dropout", "0"]),
-    "16k": (ROOT / "runs" / "sweep4m" / "v16000" / "tok", WORK / "shards-16000-m64",
-            ["--layers", "4", "--hidden", "168", "--heads", "6"]),
-    "trim16k": (WORK / "vocab-trim-16000", WORK / "shards-trim-16000-m64",
-                ["--layers", "4", "--hidden", "168", "--heads", "6"]),
-    "24k": (WORK / "vocab-24000", WORK / "shards-24000-m64", ["--layers", "3", "--hidden", "144", "--heads", "6"]),
-}
-BUILD = {  # vocabulary folder -> build-vocab options, for those made here
-    WORK / "vocab-trim-16000": ["--size", "16000", "--algorithm", "trim"],
-    WORK / "vocab-24000": ["--size", "24000"],
+    "ru-base": ("ru10k", [], BASE_BATCH),
+    "ru-trim20k": ("ru-trim20k", [], BASE_BATCH),
 }
 
 
-def student(runner: Runner, name: str, teacher: str) -> tuple[Path, Path]:
-    """The initialised student `name` and its shards (aligned here like bench_quality's when missing)."""
-    vocab, shards, shape = STUDENTS[name]
-    if vocab in BUILD:
-        runner.stage(["build-vocab", rel(WORK / "corpus" / "train.txt"), "--teacher", teacher, "--out", rel(vocab),
-                      *BUILD[vocab], "--no-progress"], vocab, "vocab_report.json")
-    runner.stage(["align", rel(WORK / "corpus" / "train.txt"), "--teacher", teacher, "--student", rel(vocab),
-                  "--out", rel(shards), "--split", "line", "--max-length", "64", "--workers", "2", "--no-progress"],
-                 shards, "align_report.json")
-    out = WORK / f"recipe-student-{name}"
-    runner.stage(["init-student", "--teacher", teacher, "--tokenizer", rel(vocab), "--out", rel(out), *shape,
+def student(runner: Runner, name: str) -> tuple[Path, Path]:
+    """The initialised student `name` and its shards (vocabulary and shards made here when missing)."""
+    s = STUDENTS[name]
+    lang = LANGS[s.lang]
+    teacher = lang.teacher or teacher_path(None)
+    if s.build is not None:
+        runner.stage(["build-vocab", rel(lang.corpus), "--teacher", teacher, "--out", rel(s.vocab), *s.build,
+                      "--no-progress"], s.vocab, "vocab_report.json")
+    if (s.shards / "align_report.json").exists():  # made here or by bench_quality / bench_russian (same options)
+        log.info("reuse %s", s.shards)
+    else:
+        prompt = ["--prompt", lang.prompt] if lang.prompt else []
+        runner.stage(["align", rel(lang.corpus), "--teacher", teacher, "--student", rel(s.vocab), "--out",
+                      rel(s.shards), "--split", "line", "--max-length", "64", *prompt, "--workers", "2",
+                      "--no-progress"], s.shards, "align_report.json")
+    out = lang.work / f"recipe-student-{name}"
+    runner.stage(["init-student", "--teacher", teacher, "--tokenizer", rel(s.vocab), "--out", rel(out), *s.shape,
                   "--embedding-init", "contextual"], out, "init_report.json")
-    return out, shards
+    return out, s.shards
 
 
-def trial(runner: Runner, name: str, steps: int, teacher: str, sts) -> dict:
+def trial(runner: Runner, name: str, steps: int) -> dict:
     """One row: distill the trial's student with its options, then score it."""
     who, options, batch = TRIALS[name]
-    init, shards = student(runner, who, teacher)
+    lang = LANGS[STUDENTS[who].lang]
+    init, shards = student(runner, who)
     n = steps * BASE_BATCH // batch
-    run = WORK / f"recipe-{name}-s{steps}"
-    args = ["distill", "--teacher", teacher, "--student", rel(init), "--data", rel(shards), "--out", rel(run),
-            "--max-steps", str(n), "--batch-size", str(batch), "--warmup-steps", str(BASE_WARMUP * n // steps),
-            "--checkpoint-minutes", "0", "--device", "cpu", "--no-progress", *options]
+    run = lang.work / f"recipe-{name}-s{steps}"
+    args = ["distill", "--teacher", lang.teacher or teacher_path(None), "--student", rel(init), "--data", rel(shards),
+            "--out", rel(run), "--max-steps", str(n), "--batch-size", str(batch), "--warmup-steps",
+            str(BASE_WARMUP * n // steps), "--checkpoint-minutes", "0", "--device", "cpu", "--no-progress", *options]
     runner.stage(args, run, "training_report.json")
-    raw, projected = score(run / "final", "", sts)
+    raw, projected = score(run / "final", lang.prompt, read_sts(lang.sts))
     report = json.loads((run / "training_report.json").read_text())
     params = params_of(run / "final")  # the exported model's, as bench_quality counts them
     return {"trial": name, "steps": n, "batch": batch, "parameters": params, "distill_s": report["elapsed_s"],
@@ -103,11 +145,12 @@ def main() -> None:
     unknown = [t for t in a.trials.split(",") if t not in TRIALS]
     if unknown:
         raise SystemExit(f"unknown trials {unknown}; choose from {', '.join(TRIALS)}")
-    for need in (WORK / "vocab-6000", WORK / "shards-6000-m64", WORK / "corpus" / "train.txt"):
-        if not need.exists():
-            raise SystemExit(f"{need}: missing; run bench_quality.py first")
-    runner, teacher, sts = Runner(WORK, dry_run=False), teacher_path(None), read_sts(DATA / "en/stsb/dev.tsv")
-    rows = [trial(runner, t, a.steps, teacher, sts) for t in a.trials.split(",")]
+    for t in a.trials.split(","):
+        lang = LANGS[STUDENTS[TRIALS[t][0]].lang]
+        if not lang.corpus.exists():
+            raise SystemExit(f"{lang.corpus}: missing; run bench_{'quality' if lang.work == EN else 'russian'}.py first")
+    rows = [trial(Runner(LANGS[STUDENTS[TRIALS[t][0]].lang].work, dry_run=False), t, a.steps)
+            for t in a.trials.split(",")]
     print("| trial | params | steps x batch | distill s | STS-B dev raw | projected |\n|---|---|---|---|---|---|")
     for r in rows:
         proj = "-" if r["projected"] is None else f"{r['projected']:.4f}"
