@@ -87,3 +87,26 @@ def test_sweep_refuses_bad_input(tmp_path, models):  # noqa: F811
                                    "--out", str(tmp_path / "o"), "--layers", "two"])
     assert res.exit_code != 0 and "comma-separated" in res.output
     assert "Example:" in CliRunner().invoke(cli, ["sweep", "--help"]).output
+
+
+def test_sweep_data_trims_the_teachers_vocabulary_and_keeps_the_prompt(tmp_path, models, lines):  # noqa: F811
+    """--algorithm trim: every student token is a teacher token, the prompt's tokens are kept; a rerun that asks
+    for another algorithm over the same folder is refused instead of reusing the wrong vocabulary."""
+    from vocabshrink.tokenization import load_tokenizer
+
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("\n".join(lines[:120]) + "\n", encoding="utf-8")
+    prompt = "zygote quasar: "  # words the WikiText lines do not hold, so only --keep can bring them in
+    pieces = S.prompt_tokens(models["bare"], prompt)
+    assert pieces and S.prompt_tokens(models["bare"], "  ") == []
+    common = dict(teacher=models["bare"], corpus=[corpus], eval_corpus=[corpus], vocab=400, max_length=32,
+                  prompt=prompt, seed=0, progress=False)
+    S._data(tmp_path / "v400", algorithm="trim", **common)
+    report = json.loads((tmp_path / "v400" / "tok" / "vocab_report.json").read_text())
+    assert report["algorithm"] == "trim" and report["vocab_size"] == 400
+    student = load_tokenizer(tmp_path / "v400" / "tok").get_vocab()
+    teacher = load_tokenizer(models["bare"]).get_vocab()
+    assert set(student) <= set(teacher) and set(pieces) <= set(student)
+    with pytest.raises(ConfigError, match="--algorithm trim"):
+        S._data(tmp_path / "v400", algorithm=None, **common)
+    S._data(tmp_path / "v400", algorithm="trim", **common)  # the same algorithm: reused

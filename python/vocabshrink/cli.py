@@ -361,8 +361,11 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
               help="Held-out text (not in CORPUS) the trials are scored on (repeatable).")
 @click.option("--budget", required=True, help="Most encoder parameters of the student, e.g. 5M or 750K.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the trials and the winner.")
-@click.option("--vocab", "vocab_sizes", default="4000,8000,16000", show_default=True, callback=_int_list,
+@click.option("--vocab", "vocab_sizes", default="8000,16000,24000", show_default=True, callback=_int_list,
               help="Vocabulary sizes to try.")
+@click.option("--algorithm", type=click.Choice(["wordpiece", "bpe", "unigram", "trim"]), default=None,
+              help="build-vocab's algorithm: trim keeps the teacher's most frequent tokens (measured better than a "
+                   "trained vocabulary of the same size) [default: trained, the teacher's family].")
 @click.option("--layers", default="2,3,4", show_default=True, callback=_int_list, help="Layer counts to try.")
 @click.option("--steps", type=POS, default=150, show_default=True, help="Distill steps per trial.")
 @click.option("--batch-size", type=POS, default=64, show_default=True)

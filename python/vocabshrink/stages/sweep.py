@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 WIDTH_STEP = 24  # widths tried: multiples of 24 (12 heads of an even size)
 FFN_RATIO = 3  # FFN width / hidden width of the students (the measured recipe's 792 / 264)
+# 4K lost to 8K and 16K at every layer count at a 4M budget, and 24K beat 16K (benchmarks/RESULTS.md)
+VOCAB_SIZES = (8000, 16000, 24000)
 
 
 @dataclass
@@ -137,12 +139,13 @@ def teacher_limits(teacher: str | Path) -> Limits:
 
 
 def sweep(*, teacher: str | Path, corpus: Sequence[str | Path], eval_corpus: Sequence[str | Path],
-          out: str | Path, budget: int | str, vocab_sizes: Sequence[int] = (4000, 8000, 16000),
+          out: str | Path, budget: int | str, vocab_sizes: Sequence[int] = VOCAB_SIZES,
           layers: Sequence[int] = (2, 3, 4), steps: int = 150, batch_size: int = 64, max_length: int = 64,
-          prompt: str = "", seed: int = 0, progress: bool = True) -> SweepReport:
+          prompt: str = "", algorithm: str | None = None, seed: int = 0, progress: bool = True) -> SweepReport:
     """Try every (vocabulary size, layer count) at the widest width the budget allows; write the best to OUT.
 
-    `eval_corpus`: held-out text (not in `corpus`) on which the trials are scored.
+    `eval_corpus`: held-out text (not in `corpus`) on which the trials are scored. `algorithm`: build-vocab's
+    (default: trained in the teacher's family; "trim" keeps the teacher's most frequent tokens).
     """
     budget = parse_budget(budget)
     _check(budget, vocab_sizes, layers, steps, batch_size)
@@ -159,7 +162,7 @@ def sweep(*, teacher: str | Path, corpus: Sequence[str | Path], eval_corpus: Seq
     shards = {}
     for vocab in sorted({t.vocab for t in trials}):
         shards[str(vocab)] = str(_data(out / f"v{vocab}", teacher, corpus, eval_corpus, vocab, max_length, prompt,
-                                       seed, progress))
+                                       algorithm, seed, progress))
     for t in trials:
         _run_trial(t, out, teacher, steps, batch_size, seed, progress)
     ranked = sorted(trials, key=lambda t: -(t.agreement if t.agreement is not None else -2.0))
@@ -187,20 +190,36 @@ def _check(budget: int, vocab_sizes: Sequence[int], layers: Sequence[int], steps
 
 
 def _data(folder: Path, teacher: str | Path, corpus: Sequence[str | Path], eval_corpus: Sequence[str | Path],
-          vocab: int, max_length: int, prompt: str, seed: int, progress: bool) -> Path:
+          vocab: int, max_length: int, prompt: str, algorithm: str | None, seed: int, progress: bool) -> Path:
     """The vocabulary of this size and its training and held-out shards (kept from an earlier run)."""
     from .align import align
     from .build_vocab import build_vocab
 
     tok = folder / "tok"
-    if not (tok / "vocab_report.json").exists():
+    done = tok / "vocab_report.json"
+    if done.exists():
+        made = json.loads(done.read_text(encoding="utf-8")).get("algorithm")
+        if (made == "trim") != (algorithm == "trim") or (algorithm not in (None, "trim") and made != algorithm):
+            raise ConfigError(f"{tok}: an earlier sweep built this vocabulary with --algorithm {made}, this one asks "
+                              f"for {algorithm or 'the default'}; use another --out")
+    else:
+        keep = prompt_tokens(teacher, prompt) if algorithm == "trim" else None
         build_vocab([str(c) for c in corpus], size=vocab, teacher=teacher, out=str(tok), seed=seed,
-                    progress=progress)
+                    algorithm=algorithm, keep=keep, progress=progress)
     common = dict(teacher=str(teacher), student=str(tok), max_length=max_length, alignment="split",
                   split="sentence", prompt=prompt, progress=progress)
     align([str(c) for c in corpus], out=str(folder / "shards"), **common)
     align([str(c) for c in eval_corpus], out=str(folder / "shards-valid"), max_lines=2000, **common)
     return folder / "shards"
+
+
+def prompt_tokens(teacher: str | Path, prompt: str) -> list[str]:
+    """The teacher's tokens of `prompt`, which a trimmed vocabulary must keep (align puts it before every text)."""
+    from ..tokenization import load_tokenizer
+
+    if not prompt.strip():
+        return []
+    return load_tokenizer(teacher).encode(prompt.strip(), add_special_tokens=False).tokens
 
 
 def _run_trial(t: Trial, out: Path, teacher: str | Path, steps: int, batch_size: int, seed: int,
