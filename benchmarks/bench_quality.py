@@ -261,7 +261,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "quality")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--teacher", default=None)
-    p.add_argument("--shapes", default=SHAPES, help=f"Students as VOCAB:LAYERSxHIDDEN[xFFN][hHEADS] (default {SHAPES}).")
+    p.add_argument("--shapes", default=SHAPES, help=f"Students as [t]VOCAB:LAYERSxHIDDEN[xFFN][hHEADS], t: trimmed "
+                   f"(default {SHAPES}).")
     p.add_argument("--minutes", type=float, default=12.0, help="Distillation minutes per student (at most 60).")
     p.add_argument("--max-steps", type=int, default=None, help="Steps per student (overrides --minutes).")
     p.add_argument("--batch-size", type=int, default=64)

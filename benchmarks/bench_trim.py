@@ -44,6 +44,8 @@ import numpy as np
 from _common import DATA, ROOT
 from teachers import batched_mean, folder_tokenizer
 
+from vocabshrink.tokenization import prompt_tokens
+
 QUERY = "query: "
 MAX_TOKENS = 512  # the teacher's positions
 FULL_VOCAB = 250_002  # the teacher's tokenizer size: a --size this large keeps every piece the corpus uses
@@ -145,7 +147,7 @@ def ensure_teacher(name: str, folder: Path, out: Path) -> Stage | None:
 
 def write_keep(teacher: Path, path: Path) -> list[str]:
     """The teacher's pieces of the `query:` prompt, one a line (the space goes with the next word)."""
-    pieces = folder_tokenizer(teacher).encode(QUERY.strip(), add_special_tokens=False).tokens
+    pieces = prompt_tokens(teacher, QUERY)
     path.write_text("\n".join(pieces) + "\n", encoding="utf-8")
     return pieces
 

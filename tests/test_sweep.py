@@ -92,13 +92,13 @@ def test_sweep_refuses_bad_input(tmp_path, models):  # noqa: F811
 def test_sweep_data_trims_the_teachers_vocabulary_and_keeps_the_prompt(tmp_path, models, lines):  # noqa: F811
     """--algorithm trim: every student token is a teacher token, the prompt's tokens are kept; a rerun that asks
     for another algorithm over the same folder is refused instead of reusing the wrong vocabulary."""
-    from vocabshrink.tokenization import load_tokenizer
+    from vocabshrink.tokenization import load_tokenizer, prompt_tokens
 
     corpus = tmp_path / "train.txt"
     corpus.write_text("\n".join(lines[:120]) + "\n", encoding="utf-8")
     prompt = "zygote quasar: "  # words the WikiText lines do not hold, so only --keep can bring them in
-    pieces = S.prompt_tokens(models["bare"], prompt)
-    assert pieces and S.prompt_tokens(models["bare"], "  ") == []
+    pieces = prompt_tokens(models["bare"], prompt)
+    assert pieces and prompt_tokens(models["bare"], "  ") == []
     common = dict(teacher=models["bare"], corpus=[corpus], eval_corpus=[corpus], vocab=400, max_length=32,
                   prompt=prompt, seed=0, progress=False)
     S._data(tmp_path / "v400", algorithm="trim", **common)

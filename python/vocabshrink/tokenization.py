@@ -216,3 +216,11 @@ def spec_fingerprint(spec: dict) -> str:
     canon = json.dumps({k: v for k, v in spec.items() if k not in ("padding", "truncation")},
                        sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def prompt_tokens(source: TokenizerLike, prompt: str) -> list[str]:
+    """The tokens of `prompt` under `source`, which a trimmed vocabulary must keep (align puts it before every
+    text); stripped, as the space goes with the next word."""
+    if not prompt.strip():
+        return []
+    return load_tokenizer(source).encode(prompt.strip(), add_special_tokens=False).tokens

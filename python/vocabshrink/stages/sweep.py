@@ -199,10 +199,12 @@ def _data(folder: Path, teacher: str | Path, corpus: Sequence[str | Path], eval_
     done = tok / "vocab_report.json"
     if done.exists():
         made = json.loads(done.read_text(encoding="utf-8")).get("algorithm")
-        if (made == "trim") != (algorithm == "trim") or (algorithm not in (None, "trim") and made != algorithm):
+        if (made == "trim") if algorithm is None else (made != algorithm):  # None: any trained vocabulary
             raise ConfigError(f"{tok}: an earlier sweep built this vocabulary with --algorithm {made}, this one asks "
                               f"for {algorithm or 'the default'}; use another --out")
     else:
+        from ..tokenization import prompt_tokens
+
         keep = prompt_tokens(teacher, prompt) if algorithm == "trim" else None
         build_vocab([str(c) for c in corpus], size=vocab, teacher=teacher, out=str(tok), seed=seed,
                     algorithm=algorithm, keep=keep, progress=progress)
@@ -211,15 +213,6 @@ def _data(folder: Path, teacher: str | Path, corpus: Sequence[str | Path], eval_
     align([str(c) for c in corpus], out=str(folder / "shards"), **common)
     align([str(c) for c in eval_corpus], out=str(folder / "shards-valid"), max_lines=2000, **common)
     return folder / "shards"
-
-
-def prompt_tokens(teacher: str | Path, prompt: str) -> list[str]:
-    """The teacher's tokens of `prompt`, which a trimmed vocabulary must keep (align puts it before every text)."""
-    from ..tokenization import load_tokenizer
-
-    if not prompt.strip():
-        return []
-    return load_tokenizer(teacher).encode(prompt.strip(), add_special_tokens=False).tokens
 
 
 def _run_trial(t: Trial, out: Path, teacher: str | Path, steps: int, batch_size: int, seed: int,
