@@ -115,6 +115,7 @@ def test_demo_on_the_multilingual_teacher(tmp_path, e5_folder, russian, data_dir
     declares the prompt, and the report scores Russian STS-B for teacher and student."""
     from vocabshrink.stages.demo import demo
     from vocabshrink.stages.export import read_prompt
+    from vocabshrink.tokenization import load_tokenizer, prompt_tokens
 
     corpus = tmp_path / "ru.txt"
     corpus.write_text("\n".join(russian) + "\n", encoding="utf-8")
@@ -122,6 +123,8 @@ def test_demo_on_the_multilingual_teacher(tmp_path, e5_folder, russian, data_dir
                   sts=[data_dir / "ru" / "stsb" / "dev.tsv"], progress=False)
     assert set(report.seconds) >= {"build-vocab", "align", "init-student", "distill", "evaluate"}
     assert read_prompt(tmp_path / "d" / "run" / "final") == PROMPT
+    kept = load_tokenizer(tmp_path / "d" / "student-tok").get_vocab()  # a trimmed vocabulary keeps the prompt's pieces
+    assert prompt_tokens(e5_folder, PROMPT) and set(prompt_tokens(e5_folder, PROMPT)) <= set(kept)
     sts = report.evaluation.sts[0]
     assert sts.teacher > 0.8 and -1 <= sts.student <= 1  # the teacher's 0.8226 with its prompt
     assert any("query: " in note for note in report.evaluation.notes)

@@ -57,18 +57,20 @@ class DemoSettings:
     speed_shapes: tuple[tuple[int, int], ...]
     repeats: int
     max_train: int
+    algorithm: str | None = None  # build-vocab's --algorithm (None: trained, the teacher's family)
 
     @classmethod
     def for_mode(cls, quick: bool) -> "DemoSettings":
         if quick:
             return cls(corpus_chars=150_000, vocab_size=1500, max_length=64, layers=2, hidden=64, heads=4,
                        intermediate=128, batch_size=4, max_steps=4, warmup_steps=1, lr=5e-4, eval_sentences=32,
-                       speed_shapes=((1, 32), (2, 32)), repeats=1, max_train=500)
-        # The model card's tiny shape (3 layers, 264 wide) on sentence-sized examples. Distill gets about 12.5 of
-        # the 15 minutes on 2 CPU cores (0.47 s a step with the bf16 teacher; benchmarks/RESULTS.md, "demo").
-        return cls(corpus_chars=3_000_000, vocab_size=5000, max_length=64, layers=3, hidden=264, heads=12,
-                   intermediate=792, batch_size=64, max_steps=1600, warmup_steps=100, lr=1e-3, eval_sentences=300,
-                   speed_shapes=((1, 512), (16, 512)), repeats=3, max_train=5000)
+                       speed_shapes=((1, 32), (2, 32)), repeats=1, max_train=500, algorithm="trim")
+        # A 24K vocabulary trimmed from the teacher's and a narrow 3 x 144 student (4.3M parameters), the measured
+        # best use of a parameter budget (benchmarks/RESULTS.md, "trimmed vocabularies"), on sentence-sized
+        # examples. Distill gets about 12 of the 15 minutes on 2 CPU cores (0.2 s a step; RESULTS.md, "demo").
+        return cls(corpus_chars=3_000_000, vocab_size=24000, max_length=64, layers=3, hidden=144, heads=6,
+                   intermediate=576, batch_size=64, max_steps=3600, warmup_steps=100, lr=1e-3, eval_sentences=300,
+                   speed_shapes=((1, 512), (16, 512)), repeats=3, max_train=5000, algorithm="trim")
 
 
 @dataclass
@@ -413,10 +415,13 @@ class _Stages:
     trained: Any = None  # distill's TrainingReport
 
     def build_vocab(self, report: DemoReport) -> None:
+        from ..tokenization import prompt_tokens
         from .build_vocab import build_vocab
 
+        algorithm = self.cfg.algorithm
+        keep = prompt_tokens(self.teacher, self.prompt) if algorithm == "trim" else None  # align puts it first
         build_vocab(report.corpus, size=self.cfg.vocab_size, teacher=self.teacher, out=str(self.root / "student-tok"),
-                    max_lines=self.max_lines, seed=self.seed, progress=self.progress)
+                    algorithm=algorithm, keep=keep, max_lines=self.max_lines, seed=self.seed, progress=self.progress)
 
     def align(self, report: DemoReport) -> None:
         from .align import align
