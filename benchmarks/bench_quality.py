@@ -14,7 +14,8 @@ Rows:
   init-student, distill with the default recipe for `--minutes` (turned into steps by timing a few), each stage a
   `vocabshrink` command in a subprocess (the commands are printed with the table).
 
-The table goes to benchmarks/results/quality.md (and .json), the plots to benchmarks/results/quality_*.png.
+The table goes to benchmarks/results/quality.md (and .json), the plots to benchmarks/results/quality_vs_*.png
+(`--out-md DIR/NAME.md`: DIR/NAME.json and DIR/NAME_vs_*.png).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_quality.py --minutes 12
     # quick check of the machinery:
@@ -226,15 +227,16 @@ def table(rows: list[dict], teacher_sts: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(rows: list[dict], out: Path) -> list[Path]:
+def plots(rows: list[dict], out: Path, stem: str) -> list[Path]:
+    """STEM_vs_params.png and STEM_vs_minutes.png in `out` (STEM: the table's name, so runs keep their plots)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    for key, label, fname in (("params", "parameters (M)", "quality_vs_params.png"),
-                              ("minutes", "CPU minutes to make it (2 cores)", "quality_vs_minutes.png")):
+    for key, label, fname in (("params", "parameters (M)", f"{stem}_vs_params.png"),
+                              ("minutes", "CPU minutes to make it (2 cores)", f"{stem}_vs_minutes.png")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for family, marker in (("vocabshrink", "o"), ("Model2Vec", "s")):
             pts = [(r[key] / (1e6 if key == "params" else 1), max(x for x in (r["sts"], r.get("sts_projected"))
@@ -297,7 +299,7 @@ def main() -> None:
     a.out_md.parent.mkdir(parents=True, exist_ok=True)
     a.out_md.write_text(md, encoding="utf-8")
     a.out_md.with_suffix(".json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    written = plots(rows, a.out_md.parent)
+    written = plots(rows, a.out_md.parent, a.out_md.stem)
     print(md)
     print("wrote", a.out_md, *written)
 
