@@ -24,6 +24,7 @@ converted with benchmarks/teachers.py when missing. One thread for torch.
     .venv/bin/python benchmarks/bench_trim.py                      # ru and en, every piece the corpus uses
     .venv/bin/python benchmarks/bench_trim.py --langs ru --size 20000 --out runs/trim-20k
     .venv/bin/python benchmarks/bench_trim.py --reuse              # keep existing tokenizers and models
+    .venv/bin/python benchmarks/bench_trim.py --langs ru --size 31000 --fill script --out runs/trim-fill
     .venv/bin/python benchmarks/bench_trim.py --langs ru --size 31000 --out runs/trim-ruen \\
         --add-corpus ../shared/data/en/wikitext2/train.txt --add-corpus ../shared/data/en/tatoeba/sentences.txt
 """
@@ -152,13 +153,13 @@ def write_keep(teacher: Path, path: Path) -> list[str]:
     return pieces
 
 
-def trim_stages(lang: Lang, teacher: Path, out: Path, size: int, keep: Path) -> list[Stage]:
+def trim_stages(lang: Lang, teacher: Path, out: Path, size: int, keep: Path, fill: str = "none") -> list[Stage]:
     """build-vocab --algorithm trim, then init-student at the teacher's shape with every layer copied."""
     exe = str(Path(sys.executable).with_name("vocabshrink"))
     tok, model = out / f"{lang.code}-tok", out / f"{lang.code}-teacher"
     build = [exe, "build-vocab", *map(str, lang.train), "--algorithm", "trim", "--teacher", str(teacher),
              "--size", str(size), "--keep", str(keep), "--eval-corpus", str(lang.eval_corpus),
-             "--out", str(tok), "--no-progress"]
+             "--fill", fill, "--out", str(tok), "--no-progress"]
     init = [exe, "init-student", "--teacher", str(teacher), "--tokenizer", str(tok), "--out", str(model),
             "--layers", "12", "--hidden", "384", "--heads", "12", "--intermediate", "1536",
             "--layer-init", "select", "--layer-map", ",".join(map(str, range(12)))]
@@ -403,7 +404,7 @@ def trim_language(code: str, args: argparse.Namespace, keep: Path, stages: list[
     """Run (or, with --reuse, keep) the two stages of one language; the trimmed model's folder."""
     lang = languages(args.data)[code]
     lang.train += args.add_corpus
-    todo = trim_stages(lang, args.teachers / "e5-small", args.out, args.size, keep)
+    todo = trim_stages(lang, args.teachers / "e5-small", args.out, args.size, keep, args.fill)
     model = args.out / f"{code}-teacher"
     if args.reuse and (model / "model.safetensors").exists():
         print(f"reusing {model}")
@@ -444,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--langs", default="ru,en", help="ru, en or both (default: ru,en)")
     ap.add_argument("--size", type=int, default=FULL_VOCAB,
                     help=f"build-vocab --size (default {FULL_VOCAB:,}: every piece the corpus uses)")
+    ap.add_argument("--fill", choices=("none", "script"), default="none",
+                    help="build-vocab --fill: script tops the trim up to --size with the teacher's likeliest "
+                         "unseen pieces of the corpus's scripts")
     ap.add_argument("--add-corpus", type=Path, action="append", default=[],
                     help="more training text for every language's trim (repeatable)")
     ap.add_argument("--data", type=Path, default=DATA, help="the shared corpora (default: $VOCABSHRINK_DATA)")

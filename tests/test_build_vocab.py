@@ -400,6 +400,56 @@ def test_bad_options(tmp_path, minilm_path, wikitext, build):
     uni_teacher, _ = build("cased", "ruslit", "unigram", 1000)
     with pytest.raises(ConfigError, match="wordpiece needs"):
         build_vocab([wikitext], size=100, teacher=uni_teacher, out=tmp_path / "o", algorithm="wordpiece")
+    with pytest.raises(ConfigError, match="--fill must be one of none, script"):
+        build_vocab([wikitext], size=100, teacher=minilm_path, out=tmp_path / "o", algorithm="trim", fill="all")
+    with pytest.raises(ConfigError, match="--fill applies to --algorithm trim"):
+        build_vocab([wikitext], size=100, teacher=minilm_path, out=tmp_path / "o", fill="script")
+    assert not (tmp_path / "o").exists()
+
+
+def test_main_scripts():
+    from collections import Counter
+
+    from vocabshrink.stages.build_vocab import main_scripts
+
+    # 1 Latin letter in 20 is under the 10% share: a Russian text quoting French stays Cyrillic
+    assert main_scripts(Counter({"а": 60, "б": 35, "e": 5, " ": 50, "1": 9})) == {"CYRILLIC"}
+    assert main_scripts(Counter({"а": 50, "e": 50})) == {"CYRILLIC", "LATIN"}
+    assert main_scripts(Counter({"1": 3, ".": 2})) == set()
+
+
+def test_trim_fill_takes_unseen_tokens_of_the_corpus_script(tmp_path, minilm_path, minilm_tokenizer, wikitext):
+    """A corpus that uses fewer teacher tokens than --size: --fill script tops it up to exactly --size with
+    tokens it never used, written in its own script (Latin here: no CJK, Cyrillic or [unused] slots), in the
+    teacher's vocabulary order; without --fill the vocabulary stays short."""
+    lines = _sample_lines(wikitext, 200)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # every line trains (the report reads the same file): the trim counts exactly the tokens of `lines`
+    short = build_vocab([corpus], size=4000, teacher=minilm_path, out=tmp_path / "plain", algorithm="trim",
+                        eval_corpus=[corpus], progress=False)
+    full = build_vocab([corpus], size=4000, teacher=minilm_path, out=tmp_path / "fill", algorithm="trim",
+                       fill="script", eval_corpus=[corpus], progress=False)
+    assert short.vocab_size < 4000 == full.vocab_size
+    assert any("scripts LATIN;" in n for n in full.notes)
+    used = {t for e in minilm_tokenizer.encode_batch(lines, add_special_tokens=False) for t in e.tokens}
+    plain = set(Tokenizer.from_file(str(tmp_path / "plain" / "tokenizer.json")).get_vocab())
+    filled = set(Tokenizer.from_file(str(tmp_path / "fill" / "tokenizer.json")).get_vocab())
+    added = filled - plain
+    assert plain < filled and len(added) == 4000 - short.vocab_size and not added & used
+    letters = {c for tok in added for c in tok.removeprefix("##") if c.isalpha()}
+    assert letters and all(unicodedata.name(c).startswith("LATIN") for c in letters)
+    assert not any(tok.startswith("[unused") for tok in added)
+    teacher_vocab = minilm_tokenizer.get_vocab()
+    # vocabulary order (a WordPiece teacher has no scores): no token that needed only its own slot is skipped
+    # before the last one added
+    last = max(teacher_vocab[t] for t in added if len(t.removeprefix("##")) > 1)  # not a character it needed
+
+    def one_slot(tok: str) -> bool:
+        word = tok.removeprefix("##")
+        return word.isascii() and word.isalpha() and all(c in filled and "##" + c in filled for c in word)
+
+    assert not [t for t, i in teacher_vocab.items() if i < last and t not in filled and one_slot(t)]
 
 
 # ---------------------------------------------------------------- CLI and corpus forms

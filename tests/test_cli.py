@@ -24,7 +24,7 @@ BASE = {
 BAD = [
     ("build-vocab", "--size", "0"), ("build-vocab", "--size", "-5"), ("build-vocab", "--coverage", "0"),
     ("build-vocab", "--coverage", "1.5"), ("build-vocab", "--min-frequency", "-1"), ("build-vocab", "--eval-lines", "0"),
-    ("build-vocab", "--max-lines", "0"), ("build-vocab", "--seed", "-1"),
+    ("build-vocab", "--max-lines", "0"), ("build-vocab", "--seed", "-1"), ("build-vocab", "--fill", "all"),
     ("align", "--max-length", "-1"), ("align", "--max-length", "0"), ("align", "--max-length", "7"),
     ("align", "--workers", "0"), ("align", "--num-shards", "0"), ("align", "--shard-index", "-1"),
     ("align", "--examples-per-shard", "0"), ("align", "--max-lines", "-3"),

