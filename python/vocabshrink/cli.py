@@ -499,7 +499,7 @@ def demo_command(**options) -> None:
 
     \b
     Example:
-      vocabshrink demo                       # ~15 minutes on 2 CPU cores
+      vocabshrink demo                       # about 13 minutes on 2 CPU cores
       vocabshrink demo --quick --out /tmp/d  # CI-sized
       vocabshrink demo --corpus my_text.txt --overwrite
       # another teacher and language, e.g. multilingual-e5-small (benchmarks/teachers.py) on Russian:
