@@ -257,6 +257,9 @@ def test_teachers_of_other_families(tmp_path, wikitext, kind, expected):
     text = "Quizzical zebras ~ {jump}!"
     if kind == "bytelevel":  # every byte symbol stays: nothing can be lost, only split finer
         assert trimmed.decode(trimmed.encode(text).ids).strip() == text
+        with pytest.raises(ConfigError, match="--fill script needs readable tokens"):  # byte symbols, no scripts
+            build_vocab([wikitext], size=400, teacher=teacher, out=tmp_path / "f", algorithm="trim", fill="script")
+        assert not (tmp_path / "f").exists()
 
 
 def test_shortfall_is_reported(tmp_path, minilm_path):
