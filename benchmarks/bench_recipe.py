@@ -51,7 +51,9 @@ class Lang:
 
 LANGS = {"en": Lang(EN, EN / "corpus" / "train.txt", "", "", DATA / "en/stsb/dev.tsv"),
          "ru": Lang(RU, RU / "train-100000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"), RU_PROMPT,
-                    DATA / "ru/stsb/dev.tsv")}
+                    DATA / "ru/stsb/dev.tsv"),
+         "ru-tatoeba": Lang(RU, RU / "train-tatoeba3-100000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"),
+                            RU_PROMPT, DATA / "ru/stsb/dev.tsv")}
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,12 @@ STUDENTS = {
                           ["--layers", "3", "--hidden", "192", "--heads", "6"],
                           ["--size", "20000", "--algorithm", "trim", "--keep",
                            rel(ROOT / "runs" / "trim" / "query_keep.txt")]),
+    "ru-trim23k-fill": Student("ru", RU / "vocab-trim-23000-fill", RU / "shards-trim-23000-fill",
+                               ["--layers", "3", "--hidden", "192", "--heads", "6"],
+                               ["--size", "23000", "--algorithm", "trim", "--fill", "script", "--keep",
+                                rel(ROOT / "runs" / "trim" / "query_keep.txt")]),
+    "ru-tatoeba-trim20k": Student("ru-tatoeba", RU / "vocab-trim-20000", RU / "shards-tatoeba3-trim-20000",
+                                  ["--layers", "3", "--hidden", "192", "--heads", "6"]),
 }
 # name -> (student, extra distill options, batch size); each differs from its base in one thing
 TRIALS = {
@@ -92,6 +100,10 @@ TRIALS = {
     "v24k": ("24k", [], BASE_BATCH),
     "ru-base": ("ru10k", [], BASE_BATCH),
     "ru-trim20k": ("ru-trim20k", [], BASE_BATCH),
+    "ru-freeze": ("ru-trim20k", ["--embedding-lr-scale", "0"], BASE_BATCH),
+    "ru-fill": ("ru-trim23k-fill", [], BASE_BATCH),
+    "ru-fill-freeze": ("ru-trim23k-fill", ["--embedding-lr-scale", "0"], BASE_BATCH),
+    "ru-tatoeba": ("ru-tatoeba-trim20k", [], BASE_BATCH),
 }
 
 

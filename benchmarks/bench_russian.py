@@ -37,12 +37,19 @@ from _common import DATA, ROOT  # noqa: E402
 from bench_quality import encoder_of, params_of, read_sts, spearman_of, tfidf_score  # noqa: E402
 from bench_results import Runner  # noqa: E402
 
+from vocabshrink.tokenization import prompt_tokens  # noqa: E402
+
 log = logging.getLogger("bench_russian")
 PROMPT = "query: "
 
 
-def russian_sentences(data: Path, out: Path, limit: int, seed: int = 0, min_chars: int = 12) -> dict[str, int]:
-    """Sentences of the Russian literature (each work joined first: its lines are hard-wrapped) and Tatoeba."""
+def russian_sentences(data: Path, out: Path, limit: int, seed: int = 0, min_chars: int = 12,
+                      tatoeba_repeat: int = 0) -> dict[str, int]:
+    """Sentences of the Russian literature (each work joined first: its lines are hard-wrapped) and Tatoeba.
+
+    tatoeba_repeat=0 draws from the union (Tatoeba is then about 6% of the text); K > 0 takes every Tatoeba
+    sentence K times and literature for the rest.
+    """
     from vocabshrink.corpus import split_sentences
     from vocabshrink.files import write_atomic
 
@@ -51,6 +58,12 @@ def russian_sentences(data: Path, out: Path, limit: int, seed: int = 0, min_char
     tatoeba = (data / "ru/tatoeba/sentences.txt").read_text(encoding="utf-8").splitlines()
     good = [s for s in lit + tatoeba if min_chars <= len(s.strip()) <= 400]
     sentences = list(dict.fromkeys(s.strip() for s in good))
+    if tatoeba_repeat:
+        everyday = set(t.strip() for t in tatoeba)
+        short = [s for s in sentences if s in everyday] * tatoeba_repeat
+        rest = [s for s in sentences if s not in everyday]
+        random.Random(seed).shuffle(rest)
+        sentences = short + rest[:max(0, limit - len(short))]
     random.Random(seed).shuffle(sentences)
     chosen = sentences[:limit]
     write_atomic(out, "\n".join(chosen) + "\n")
@@ -86,19 +99,33 @@ def model2vec_row(teacher: Path, params: int, work: Path, sts, label: str) -> di
             "params": int(np.prod(m.embedding.shape)), "minutes": seconds / 60, "sts": spearman_of(enc, *sts)}
 
 
+def vocab_args(a: argparse.Namespace, train: Path, keep: Path) -> tuple[str, list[str]]:
+    """The vocabulary's name and its build-vocab options: trained on `train`, or trimmed from the teacher over
+    all the Russian training text (more text only adds pieces) with the prompt's pieces kept."""
+    if a.algorithm == "trained":
+        return f"{a.vocab}", [str(train)]
+    corpus = [str(DATA / "ru/ruslit/train.txt"), str(DATA / "ru/tatoeba/sentences.txt")]
+    return (f"trim-{a.vocab}-{a.fill}", [*corpus, "--algorithm", "trim", "--fill", a.fill, "--keep", str(keep)])
+
+
 def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -> dict:
     """The pipeline's stages; returns the student's row with the seconds of each stage."""
     w = a.work
-    tok, shards, init = w / f"vocab-{a.vocab}", w / f"shards-{a.vocab}", w / f"student-{a.vocab}"
-    cache = w / f"cache-{a.vocab}"
+    keep = w / "query_keep.txt"
+    keep.write_text("\n".join(prompt_tokens(teacher, PROMPT)) + "\n", encoding="utf-8")
+    name, corpus = vocab_args(a, train, keep)
+    shape = f"{a.layers}x{a.hidden}"
+    tok, shards, init = w / f"vocab-{name}", w / f"shards-{name}-{train.stem}", w / f"student-{name}-{shape}"
+    cache = w / f"cache-{name}-{train.stem}"
     stages = [
-        ("build_vocab", ["build-vocab", str(train), "--teacher", str(teacher), "--size", str(a.vocab), "--out",
+        ("build_vocab", ["build-vocab", *corpus, "--teacher", str(teacher), "--size", str(a.vocab), "--out",
                          str(tok), "--no-progress"], tok, "vocab_report.json"),
         ("align", ["align", str(train), "--teacher", str(teacher), "--student", str(tok), "--out", str(shards),
                    "--split", "line", "--max-length", "64", "--prompt", PROMPT, "--workers", "2", "--no-progress"],
          shards, "align_report.json"),
         ("init_student", ["init-student", "--teacher", str(teacher), "--tokenizer", str(tok), "--out", str(init),
-                          "--layers", "3", "--hidden", "264", "--heads", "12"], init, "init_report.json"),
+                          "--layers", str(a.layers), "--hidden", str(a.hidden), "--heads", str(a.heads)],
+         init, "init_report.json"),
         ("cache_teacher", ["cache-teacher", "--teacher", str(teacher), "--data", str(shards), "--out", str(cache),
                            "--no-progress"], cache, "cache_report.json"),
     ]
@@ -108,14 +135,15 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
         commands.append(runner.display(args))
     base = ["distill", "--teacher", str(teacher), "--student", str(init), "--data", str(shards), "--teacher-cache",
             str(cache), "--device", "cpu", "--no-progress", *a.distill_args.split()]
-    calib = w / f"calibrate-{a.vocab}"
+    calib = w / f"calibrate-{name}-{shape}-{train.stem}"
     seconds["calibration"] = _timed(runner, [*base, "--out", str(calib), "--max-steps", "30",
                                              "--checkpoint-minutes", "0"], calib, "training_report.json")
     rep = json.loads((calib / "training_report.json").read_text())
     s_per_step = rep["teacher_tokens_seen"] / max(rep["tokens_per_s"], 1e-9) / 30
     left = a.minutes * 60 - seconds["cache_teacher"] - seconds["calibration"]
     steps = a.max_steps or max(1, math.floor(left / s_per_step))
-    run = w / f"distill-{a.vocab}-s{steps}"
+    tag = "-".join(x.lstrip("-") for x in a.distill_args.split())
+    run = w / f"distill-{name}-{shape}-{train.stem}-s{steps}{'-' + tag if tag else ''}"
     args = [*base, "--out", str(run), "--max-steps", str(steps)]
     if not (run / "training_report.json").exists() and any(run.glob("step-*")):
         args.append("--resume")
@@ -140,8 +168,16 @@ def main() -> None:
     ap.add_argument("--trimmed", type=Path, default=ROOT / "runs/trim/ru-teacher",
                     help="The Russian trim of the teacher (bench_trim.py); skipped when missing.")
     ap.add_argument("--work", type=Path, default=ROOT / "runs/russian")
-    ap.add_argument("--vocab", type=int, default=10_000)
+    ap.add_argument("--vocab", type=int, default=10_000, help="Student vocabulary size (build-vocab --size).")
+    ap.add_argument("--algorithm", choices=("trained", "trim"), default="trained",
+                    help="trained: a Unigram vocabulary of the training text; trim: the teacher's own pieces")
+    ap.add_argument("--fill", choices=("none", "script"), default="none", help="build-vocab --fill, with trim.")
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=264)
+    ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--sentences", type=int, default=120_000)
+    ap.add_argument("--tatoeba-repeat", type=int, default=0,
+                    help="Every Tatoeba sentence this many times (0: drawn with the literature, about 6%%).")
     ap.add_argument("--minutes", type=float, default=60.0, help="Budget of cache-teacher + distill.")
     ap.add_argument("--max-steps", type=int, default=0, help="Fixed steps instead of the budget (quick checks).")
     ap.add_argument("--distill-args", default="", help="Extra distill options, e.g. '--lr 5e-4'.")
@@ -153,8 +189,10 @@ def main() -> None:
         raise SystemExit(f"{a.teacher}: convert the teacher first: python benchmarks/teachers.py e5-small --out "
                          f"{a.teacher}")
     a.work.mkdir(parents=True, exist_ok=True)
-    train = a.work / f"train-{a.sentences}.txt"
-    counts = russian_sentences(DATA, train, a.sentences) if not train.exists() else {"used": a.sentences}
+    mix = f"-tatoeba{a.tatoeba_repeat}" if a.tatoeba_repeat else ""
+    train = a.work / f"train{mix}-{a.sentences}.txt"
+    counts = (russian_sentences(DATA, train, a.sentences, tatoeba_repeat=a.tatoeba_repeat) if not train.exists()
+              else {"used": a.sentences, "tatoeba_repeat": a.tatoeba_repeat})
     sts = read_sts(DATA / "ru/stsb/dev.tsv")
     runner = Runner(a.work, dry_run=False)
     s = student(runner, a, a.teacher, train)
@@ -172,7 +210,8 @@ def main() -> None:
             rows.append(model2vec_row(a.trimmed, params, a.work, sts, "trimmed"))
     minutes = (s["seconds"]["cache_teacher"] + s["seconds"]["calibration"] + s["seconds"]["distill"]) / 60
     proj = embed_prompted(final, project=True)
-    rows.append({"model": f"vocabshrink {a.vocab // 1000}K, 3 x 264 ({s['steps']} steps)", "params": params,
+    label = f"{a.vocab // 1000}K{' trimmed' if a.algorithm == 'trim' else ''}"
+    rows.append({"model": f"vocabshrink {label}, {a.layers} x {a.hidden} ({s['steps']} steps)", "params": params,
                  "minutes": minutes, "sts": spearman_of(embed_prompted(final), *sts),
                  "sts_projected": spearman_of(proj, *sts) if proj else None})
     text = report(rows, s, counts, a)

@@ -421,6 +421,18 @@ def test_main_scripts():
     assert main_scripts(Counter({"1": 3, ".": 2})) == set()
 
 
+def test_corpus_alphabet_leaves_out_stray_letters():
+    """A letter of a main script is in, in both cases, when it (either case) makes at least 1 in 100,000 of the
+    letters."""
+    from collections import Counter
+
+    from vocabshrink.stages.build_vocab import corpus_alphabet
+
+    counts = Counter({"а": 600_000, "б": 399_980, "Ё": 5, "ё": 10, "і": 9, "e": 10_000, "1": 7})
+    # "ё"+"Ё" 15 of 1,010,004 letters: in; Ukrainian "і" 9: under 10.1; Latin under the script share
+    assert corpus_alphabet(counts) == {"а", "б", "ё", "А", "Б", "Ё"}  # a frequent letter in both cases
+
+
 def test_trim_fill_takes_unseen_tokens_of_the_corpus_script(tmp_path, minilm_path, minilm_tokenizer, wikitext):
     """A corpus that uses fewer teacher tokens than --size: --fill script tops it up to exactly --size with
     tokens it never used, written in its own script (Latin here: no CJK, Cyrillic or [unused] slots), in the
@@ -434,7 +446,7 @@ def test_trim_fill_takes_unseen_tokens_of_the_corpus_script(tmp_path, minilm_pat
     full = build_vocab([corpus], size=4000, teacher=minilm_path, out=tmp_path / "fill", algorithm="trim",
                        fill="script", eval_corpus=[corpus], progress=False)
     assert short.vocab_size < 4000 == full.vocab_size
-    assert any("scripts LATIN;" in n for n in full.notes)
+    assert any("scripts LATIN (" in n for n in full.notes)
     used = {t for e in minilm_tokenizer.encode_batch(lines, add_special_tokens=False) for t in e.tokens}
     plain = set(Tokenizer.from_file(str(tmp_path / "plain" / "tokenizer.json")).get_vocab())
     filled = set(Tokenizer.from_file(str(tmp_path / "fill" / "tokenizer.json")).get_vocab())
@@ -448,9 +460,13 @@ def test_trim_fill_takes_unseen_tokens_of_the_corpus_script(tmp_path, minilm_pat
     # before the last one added
     last = max(teacher_vocab[t] for t in added if len(t.removeprefix("##")) > 1)  # not a character it needed
 
-    def one_slot(tok: str) -> bool:
+    grams = {w[i:i + n] for t in used for w in [t.removeprefix("##")] for n in (2, 3) for i in range(len(w) - n + 1)}
+
+    def one_slot(tok: str) -> bool:  # and written like the corpus: its runs of 2-3 letters occur in used tokens
         word = tok.removeprefix("##")
-        return word.isascii() and word.isalpha() and all(c in filled and "##" + c in filled for c in word)
+        runs = {word[i:i + n] for n in (2, 3) for i in range(len(word) - n + 1)}
+        return (word.isascii() and word.isalpha() and all(c in filled and "##" + c in filled for c in word)
+                and runs <= grams)
 
     assert not [t for t, i in teacher_vocab.items() if i < last and t not in filled and one_slot(t)]
 

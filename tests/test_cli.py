@@ -33,7 +33,7 @@ BAD = [
     ("init-student", "--intermediate", "0"), ("init-student", "--eval-sentences", "2"), ("init-student", "--seed", "-1"),
     ("distill", "--max-length", "-1"), ("distill", "--max-length", "0"), ("distill", "--batch-size", "0"),
     ("distill", "--grad-accum", "0"), ("distill", "--max-steps", "0"), ("distill", "--lr", "0"),
-    ("distill", "--lr", "-1e-3"), ("distill", "--weight-decay", "-0.1"), ("distill", "--warmup-steps", "-1"),
+    ("distill", "--lr", "-1e-3"), ("distill", "--weight-decay", "-0.1"), ("distill", "--embedding-lr-scale", "-1"), ("distill", "--warmup-steps", "-1"),
     ("distill", "--clip-norm", "-1"), ("distill", "--mlm-probability", "0"), ("distill", "--mlm-probability", "1"),
     ("distill", "--mlm-weight", "-1"), ("distill", "--mse-weight", "-0.5"), ("distill", "--cosine-weight", "-1"),
     ("distill", "--kl-weight", "-1"), ("distill", "--match-weight", "-1"), ("distill", "--sentence-weight", "-1"),
@@ -77,7 +77,7 @@ def test_bad_values_are_refused_before_anything_heavy_loads():
     ({"max_length": -1}, "--max-length must be in \\[8, inf\\)"), ({"max_length": 0}, "--max-length"),
     ({"lr": float("nan")}, "--lr"), ({"warmup_steps": -1}, "--warmup-steps"), ({"log_every": 0}, "--log-every"),
     ({"mlm_probability": 1.0}, "--mlm-probability"), ({"seed": -1}, "--seed"),
-    ({"mse_weight": float("nan")}, "loss weights"),
+    ({"mse_weight": float("nan")}, "loss weights"), ({"embedding_lr_scale": -0.5}, "--embedding-lr-scale"),
 ])
 def test_distill_function_checks_options_before_loading(tmp_path, kw, match):
     from vocabshrink.stages.distill import distill

@@ -294,6 +294,22 @@ def test_default_recipe(models, tmp_path):
     assert defaults["batch_size"].default == 64 and defaults["lr"].default == 1e-3
 
 
+def test_embedding_lr_scale_freezes_or_slows_the_word_table(models, tmp_path):
+    """0 leaves the word table as init-student wrote it while the layers train; 0.5 moves it half as far."""
+    start = _params(models["student"])
+    key = next(k for k in start if k.endswith("word_embeddings.weight"))
+    moved = {}
+    for scale in (0.0, 0.5, 1.0):
+        _run(models, tmp_path / f"s{scale}", max_steps=1, warmup_steps=0, embedding_lr_scale=scale,
+             checkpoint_minutes=0)
+        final = _params(tmp_path / f"s{scale}" / "final")
+        moved[scale] = (final[key] - start[key]).abs().max().item()
+        layer = next(k for k in start if "encoder.layer.0" in k and k.endswith("query.weight"))
+        assert not torch.equal(final[layer], start[layer]), scale
+    assert moved[0.0] == 0.0
+    assert moved[0.5] == pytest.approx(moved[1.0] / 2, rel=0.05), moved
+
+
 @pytest.mark.slow
 def test_checkpoints_can_be_switched_off(models, tmp_path):
     _run(models, tmp_path / "none", checkpoint_minutes=0, max_steps=2)

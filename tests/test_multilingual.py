@@ -60,8 +60,9 @@ def test_trim_is_exact_on_russian_text_whose_pieces_were_kept(e5_folder, trimmed
 
 
 def test_trim_fill_adds_the_likeliest_unseen_cyrillic_pieces(tmp_path, e5_folder, russian):  # noqa: F811
-    """--fill script on a Russian corpus: exactly --size pieces; the added ones are Cyrillic (no Latin piece,
-    however likely, e.g. "▁the"), and the teacher's likeliest Cyrillic pieces the corpus never used are all in."""
+    """--fill script on a Russian corpus: the added pieces are Cyrillic (no Latin piece, however likely, e.g.
+    "▁the"), written with the corpus's letters and runs of letters, and the teacher's likeliest such pieces the
+    corpus never used are all in."""
     import unicodedata
 
     from vocabshrink.stages.build_vocab import build_vocab
@@ -70,7 +71,7 @@ def test_trim_fill_adds_the_likeliest_unseen_cyrillic_pieces(tmp_path, e5_folder
     corpus.write_text("\n".join(russian[:300]) + "\n", encoding="utf-8")
     report = build_vocab([str(corpus)], size=6000, teacher=str(e5_folder), out=str(tmp_path / "tok"),
                          algorithm="trim", fill="script", eval_corpus=[str(corpus)], progress=False)
-    assert report.vocab_size == 6000 and any("scripts CYRILLIC;" in n for n in report.notes)
+    assert report.vocab_size == 6000 and any("scripts CYRILLIC (" in n for n in report.notes)
     full = load_tokenizer(e5_folder)
     used = {p for e in full.encode_batch(russian[:300], add_special_tokens=False) for p in e.tokens}
     kept = set(load_tokenizer(tmp_path / "tok").get_vocab())
@@ -84,8 +85,19 @@ def test_trim_fill_adds_the_likeliest_unseen_cyrillic_pieces(tmp_path, e5_folder
     # (single characters are what kept pieces need, "D" of "▁DVD" included)
     letters = {c for p in added if len(p.removeprefix("▁")) > 1 for c in p if c.isalpha()}
     assert letters and all(unicodedata.name(c).startswith("CYRILLIC") for c in letters), sorted(letters)[:20]
+    # 300 lines: every letter they hold (either case) is frequent enough
+    written = {c.casefold() for line in russian[:300] for c in line}
+    assert {c.casefold() for c in letters} <= written  # no Serbian "ј" or Kazakh "қ": the lines have none
     scores = json.loads((e5_folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-    likeliest = [p for p, _ in sorted(scores, key=lambda x: -x[1]) if p not in used and cyrillic(p)][:500]
+    def runs(piece: str) -> set[str]:
+        w = piece.removeprefix("▁").casefold()
+        return {w[i:i + n] for n in (2, 3) for i in range(len(w) - n + 1) if w[i:i + n].isalpha()}
+
+    grams = set().union(*map(runs, used))
+    assert not [p for p in added if not runs(p) <= grams]  # e.g. Bulgarian "▁във": "ъв" is no Russian run
+    likeliest = [p for p, _ in sorted(scores, key=lambda x: -x[1])
+                 if p not in used and cyrillic(p) and set(p.removeprefix("▁").casefold()) <= written
+                 and runs(p) <= grams][:500]
     assert set(likeliest) <= kept
 
 

@@ -77,7 +77,8 @@ def cli(verbose: int) -> None:
               help="File of tokens (one a line) that must be in the vocabulary.")
 @click.option("--fill", type=click.Choice(["none", "script"]), default="none", show_default=True,
               help="With --algorithm trim, when CORPUS uses fewer tokens than --size: script fills the rest with "
-                   "the teacher's most probable unseen tokens written in CORPUS's own scripts.")
+                   "the teacher's most probable unseen tokens written in CORPUS's own alphabet (letters of its main "
+                   "scripts that it writes at least once in 100,000).")
 @click.option("--eval-corpus", multiple=True, help="Held-out text for the report (default: a slice of CORPUS).")
 @click.option("--eval-lines", type=POS, default=1000, show_default=True, help="Lines in the evaluation sample.")
 @click.option("--text-field", default="text", show_default=True, help="Field that holds the text in .jsonl.")
@@ -255,6 +256,9 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 @click.option("--grad-accum", type=POS, default=1, show_default=True)
 @click.option("--max-steps", type=POS, default=1000, show_default=True)
 @click.option("--lr", type=POS_F, default=1e-3, show_default=True)
+@click.option("--embedding-lr-scale", type=NONNEG_F, default=1.0, show_default=True,
+              help="The word-embedding table's learning rate as a share of --lr; 0 freezes it (rows the "
+                   "training text never uses stay in step with the rest).")
 @click.option("--weight-decay", type=NONNEG_F, default=0.01, show_default=True)
 @click.option("--warmup-steps", type=NONNEG, default=100, show_default=True)
 @click.option("--schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)

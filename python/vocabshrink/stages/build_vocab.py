@@ -51,6 +51,9 @@ FILLS = ("none", "script")
 # A script makes the corpus's "own" scripts when it writes at least this share of its letters (Russian literature
 # quotes French: its Latin letters stay out, its Cyrillic ones are in).
 MAIN_SCRIPT_SHARE = 0.1
+# A letter of those scripts is the corpus's own when it (either case) writes at least this share of its letters:
+# Russian literature has a few Ukrainian "і" and Serbian "ј"; filling with pieces that need them wastes slots.
+ALPHABET_SHARE = 1e-5
 _BATCH = 1000  # lines per element handed to train_from_iterator: fewer Python round trips
 _REPORT_BATCH = 128  # lines per encode_batch call in the report
 _ROLE_KEYS = ("unk", "sep", "pad", "cls", "mask", "bos", "eos")
@@ -860,15 +863,37 @@ def main_scripts(char_counts: Counter) -> set[str]:
     return {s for s, n in by_script.items() if total and n >= MAIN_SCRIPT_SHARE * total}
 
 
+def corpus_alphabet(char_counts: Counter) -> set[str]:
+    """The letters of the main scripts that the corpus writes often enough (ALPHABET_SHARE, case folded), in
+    both cases."""
+    scripts = main_scripts(char_counts)
+    folded: Counter = Counter()
+    for c, n in char_counts.items():
+        if c.isalpha():
+            folded[c.casefold()] += n
+    floor = ALPHABET_SHARE * sum(folded.values())
+    common = [c for c in char_counts if c.isalpha() and _script(c) in scripts and folded[c.casefold()] >= floor]
+    return {v for c in common for v in (c, c.lower(), c.upper()) if len(v) == 1}  # "ю" in: "Ю" too
+
+
+def _letter_grams(surface: str) -> set[str]:
+    """Runs of 2 and 3 letters, case folded: a piece of a neighbouring language that shares the alphabet
+    (Bulgarian "във", Ukrainian "якщо", Kyrgyz "бойынша") writes runs that no token of the corpus holds."""
+    low = surface.casefold()
+    return {low[i:i + n] for n in (2, 3) for i in range(len(low) - n + 1) if low[i:i + n].isalpha()}
+
+
 def _fill_order(t: _Teacher, layout: _Layout, vocab: dict[str, int], counts: np.ndarray, special_ids: list[int],
                 char_counts: Counter, notes: list[str]) -> list[str]:
-    """Teacher tokens the corpus never used, written in its main scripts (other characters: ones it used), most
+    """Teacher tokens the corpus never used, written in its alphabet (other characters: ones it used), most
     probable first: a Unigram teacher's piece scores, else vocabulary order."""
-    scripts = main_scripts(char_counts)
+    scripts, alphabet = main_scripts(char_counts), corpus_alphabet(char_counts)
+    grams = {g for x, i in vocab.items() if counts[i] > 0 for g in _letter_grams(_surface(x, t.scheme, t.prefix))}
 
     def written_like_the_corpus(token: str) -> bool:
         surface = _surface(token, t.scheme, t.prefix)
-        return bool(surface) and all(_script(c) in scripts if c.isalpha() else c in char_counts for c in surface)
+        return (bool(surface) and all(c in alphabet if c.isalpha() else c in char_counts for c in surface)
+                and _letter_grams(surface) <= grams)
 
     candidates = [x for x in vocab if counts[vocab[x]] == 0 and vocab[x] not in special_ids
                   and not UNUSED_SLOT.match(x) and written_like_the_corpus(x)]
@@ -877,8 +902,8 @@ def _fill_order(t: _Teacher, layout: _Layout, vocab: dict[str, int], counts: np.
         candidates.sort(key=lambda x: (-score.get(x, -math.inf), vocab[x]))
     else:
         candidates.sort(key=lambda x: vocab[x])
-    notes.append(f"--fill script: scripts {', '.join(sorted(scripts)) or 'none'}; {len(candidates):,} unseen "
-                 "teacher tokens written in them")
+    notes.append(f"--fill script: scripts {', '.join(sorted(scripts)) or 'none'} ({len(alphabet)} letters); "
+                 f"{len(candidates):,} unseen teacher tokens written in them")
     return candidates
 
 

@@ -18,7 +18,7 @@ RANGES = {
     "max_steps": (1, True, None, False), "batch_size": (1, True, None, False), "grad_accum": (1, True, None, False),
     "eval_batches": (1, True, None, False), "keep_checkpoints": (1, True, None, False),
     "log_every": (1, True, None, False), "temperature": (0, False, None, False), "lr": (0, False, None, False),
-    "warmup_steps": (0, True, None, False), "weight_decay": (0, True, None, False), "clip_norm": (0, True, None, False),
+    "warmup_steps": (0, True, None, False), "embedding_lr_scale": (0, True, None, False), "weight_decay": (0, True, None, False), "clip_norm": (0, True, None, False),
     "eval_every": (0, True, None, False), "checkpoint_every": (0, True, None, False),
     "checkpoint_minutes": (0, True, None, False), "seed": (0, True, 2**32 - 1, True),
     "mlm_probability": (0, False, 1, False), "max_length": (8, True, None, False),
@@ -31,7 +31,7 @@ CHOICES = {
 RESUME_FIXED = ("mode", "layer_map", "batch_size", "grad_accum", "seed", "mlm_probability", "max_length",
                 "mlm_weight", "mse_weight", "cosine_weight", "kl_weight", "match_weight", "sentence_weight",
                 "similarity_weight", "temperature", "sum_probs",
-                "lr", "weight_decay", "warmup_steps", "schedule", "world_size")
+                "lr", "embedding_lr_scale", "weight_decay", "warmup_steps", "schedule", "world_size")
 # Fields that say where and how the run happens, not what it computes: left out of the recorded settings.
 _NOT_SETTINGS = ("teacher", "student", "data", "out", "eval_data", "resume", "device", "progress", "log_every",
                  "teacher_cache")
@@ -63,6 +63,7 @@ class DistillOptions:
     grad_accum: int = 1
     max_steps: int = 1000
     lr: float = 1e-3
+    embedding_lr_scale: float = 1.0  # the word-embedding table's share of --lr; 0 freezes it
     weight_decay: float = 0.01
     warmup_steps: int = 100
     schedule: str = "linear"

@@ -131,10 +131,13 @@ def setup(opts: DistillOptions) -> Run:
     loss_setup = _loss_setup(opts, pairs, student, teacher, dataset, dev)
     micro = opts.batch_size // (world * opts.grad_accum)
     eval_batches, eval_teacher = _eval_batches(opts, teacher_tok, student_tok, micro, teacher)
+    words = student.get_input_embeddings().weight
+    if opts.embedding_lr_scale == 0:  # frozen: no gradient is computed for the largest tensor at all
+        words.requires_grad_(False)
     params = [p for p in student.parameters() if p.requires_grad]
     if projection is not None:
         params += list(projection.parameters())
-    optimizer, scheduler = _optimizer(opts, params)
+    optimizer, scheduler = _optimizer(opts, params, words)
     return Run(opts, settings, Path(opts.out), rank, world, dev, micro, autocast, teacher, eval_teacher, student,
                projection, loss_setup, dataset, collator, Cursor(lengths, opts.batch_size, opts.seed), eval_batches,
                params, optimizer, scheduler, started=started)
@@ -221,12 +224,15 @@ def _eval_batches(opts: DistillOptions, teacher_tok: Any, student_tok: Any, micr
         raise ShardError(f"--eval-data: {exc}; give the held-out shards to cache-teacher's --data too") from None
 
 
-def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW (no decay on biases and norms) and the warmup-then-decay schedule."""
-    decay = [p for p in params if p.dim() >= 2]
+def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter],
+               words: torch.nn.Parameter) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (no decay on biases and norms; the word table at --embedding-lr-scale) and the schedule."""
+    decay = [p for p in params if p.dim() >= 2 and p is not words]
     no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr)
+    groups = [{"params": decay, "weight_decay": opts.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if words.requires_grad:  # a third group, so that resuming finds the same groups in the same order
+        groups.append({"params": [words], "weight_decay": opts.weight_decay, "lr": opts.lr * opts.embedding_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=opts.lr)
     scheduler = schedule(optimizer, opts.schedule, opts.warmup_steps, opts.max_steps)
     return optimizer, scheduler
 
