@@ -8,7 +8,11 @@ shards; `trim16k` the same shape on the teacher's own 16K most frequent tokens (
 `v24k` a trained 24K vocabulary at 3 x 144.
 Russian (`ru-*`, multilingual-e5-small, `query: ` before every text): `ru-base` is bench_russian's student (10K
 Unigram, 3 x 264), `ru-trim20k` a 20K vocabulary trimmed from the teacher's at 3 x 192, the same parameters; both
-without a teacher cache (for a short trial the cache costs more than it saves).
+without a teacher cache (for a short trial the cache costs more than it saves). `ru-freeze` is `ru-trim20k` with
+the word table frozen (`--embedding-lr-scale 0`), `ru-sentence` with the sentence loss alone, `ru-tatoeba` on
+bench_russian's `--tatoeba-repeat 3` text (every Tatoeba sentence three times, literature for the rest: 55% of the
+sentences are everyday ones instead of 6%; the same vocabulary), `ru-fill`/`ru-fill-freeze` on a 23K trim filled
+with `--fill script`.
 Every row: distill seconds, STS-B dev Spearman raw and projected (bench_quality's scorer).
 
 Needs bench_quality.py's runs/quality (vocab-6000, shards-6000-m64, corpus/train.txt), for `v16k` the sweep of
@@ -18,6 +22,7 @@ bench_trim.py's runs/trim/query_keep.txt.
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 400
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 400 --trials base,v16k,trim16k,v24k
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 600 --trials ru-base,ru-trim20k
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 600 --trials ru-freeze,ru-tatoeba,ru-sentence
 """
 
 from __future__ import annotations
@@ -104,6 +109,10 @@ TRIALS = {
     "ru-fill": ("ru-trim23k-fill", [], BASE_BATCH),
     "ru-fill-freeze": ("ru-trim23k-fill", ["--embedding-lr-scale", "0"], BASE_BATCH),
     "ru-tatoeba": ("ru-tatoeba-trim20k", [], BASE_BATCH),
+    "ru-sentence": ("ru-trim20k", ["--mse-weight", "0", "--cosine-weight", "0"], BASE_BATCH),
+    "ru-similarity": ("ru-trim20k", ["--mse-weight", "0", "--cosine-weight", "0", "--similarity-weight", "1"],
+                      BASE_BATCH),
+    "ru-no-mse": ("ru-trim20k", ["--mse-weight", "0"], BASE_BATCH),
 }
 
 

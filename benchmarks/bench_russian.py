@@ -4,9 +4,10 @@ the trimmed teacher and Model2Vec from the same teacher, on Russian STS-B dev.
 The pipeline, each stage a `vocabshrink` command in a subprocess (printed with the table), never on STS-B:
 - training text: the Russian literature of `../shared/data/ru/ruslit/train.txt` (each work joined, cut into
   sentences) and the Russian Tatoeba sentences, deduplicated and shuffled (seed 0), `--sentences` of them;
-- `build-vocab` (the teacher's family: Unigram) of `--vocab` pieces on that text;
+- `build-vocab` (the teacher's family: Unigram) of `--vocab` pieces on that text, or with `--algorithm trim` the
+  teacher's own pieces over all the Russian training text (`--fill script` to top it up);
 - `align --split line --max-length 64 --prompt "query: "` (the model card's prompt, for teacher and student);
-- `init-student --layers 3 --hidden 264 --heads 12` (DistilRuBERT-tiny's shape);
+- `init-student --layers 3 --hidden 264 --heads 12` (DistilRuBERT-tiny's shape; `--layers/--hidden/--heads`);
 - `cache-teacher` (the teacher run once), then `distill --teacher-cache` with the default recipe for as many
   steps as fit `--minutes` of distillation (cache included: cache-teacher's time is measured first and
   a few timed steps give the step time);
@@ -17,6 +18,8 @@ Rows: the teacher (runs/teachers/e5-small from `benchmarks/teachers.py`), its Ru
 count (from the full and from the trimmed teacher), TF-IDF, the student (raw and projected).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_russian.py --minutes 60
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_russian.py --minutes 60 --algorithm trim --vocab 23000 \
+        --hidden 192 --heads 6
 """
 
 from __future__ import annotations
@@ -130,8 +133,8 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
                            "--no-progress"], cache, "cache_report.json"),
     ]
     seconds, commands = {}, []
-    for name, args, folder, done in stages:
-        seconds[name] = _timed(runner, args, folder, done)
+    for stage, args, folder, done in stages:
+        seconds[stage] = _timed(runner, args, folder, done)
         commands.append(runner.display(args))
     base = ["distill", "--teacher", str(teacher), "--student", str(init), "--data", str(shards), "--teacher-cache",
             str(cache), "--device", "cpu", "--no-progress", *a.distill_args.split()]
