@@ -236,6 +236,36 @@ def test_resume_is_exact(models, tmp_path, monkeypatch):
     assert all(torch.equal(oa[k], ob[k]) for k in oa)
 
 
+@pytest.mark.slow
+def test_resume_with_an_embedding_rate_and_from_an_older_checkpoint(models, tmp_path, monkeypatch):
+    """--embedding-lr-scale 0.5 (a third optimizer group) resumes exactly; another scale is refused by name before
+    anything loads; a checkpoint written before the option existed (no key) resumes at the default."""
+    kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=4, checkpoint_every=2, keep_checkpoints=5,
+              embedding_lr_scale=0.5)
+    _run(models, tmp_path / "straight", **kw)
+    real_save = R.save_checkpoint
+
+    def save_then_die(out, step, *args, **kwargs):
+        real_save(out, step, *args, **kwargs)
+        raise KeyboardInterrupt(f"killed after step {step}")
+
+    monkeypatch.setattr(R, "save_checkpoint", save_then_die)
+    for name, scale in (("halves", 0.5), ("old", 1.0)):
+        with pytest.raises(KeyboardInterrupt):
+            _run(models, tmp_path / name, **{**kw, "embedding_lr_scale": scale})
+    monkeypatch.setattr(R, "save_checkpoint", real_save)
+    with pytest.raises(ConfigError, match="different settings.*embedding_lr_scale"):
+        _run(models, tmp_path / "halves", **{**kw, "embedding_lr_scale": 1.0}, resume=True)
+    _run(models, tmp_path / "halves", **kw, resume=True)
+    a, b = _params(tmp_path / "straight" / "final"), _params(tmp_path / "halves" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state_file = tmp_path / "old" / "step-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["settings"]["embedding_lr_scale"]  # as an earlier version wrote it
+    state_file.write_text(json.dumps(state))
+    assert _run(models, tmp_path / "old", **{**kw, "embedding_lr_scale": 1.0}, resume=True).resumed_from_step == 2
+
+
 KILLABLE = """
 import json, sys, time
 from vocabshrink.stages import distill as T
@@ -296,16 +326,18 @@ def test_default_recipe(models, tmp_path):
 
 def test_embedding_lr_scale_freezes_or_slows_the_word_table(models, tmp_path):
     """0 leaves the word table as init-student wrote it while the layers train; 0.5 moves it half as far."""
+    def tensor(params: dict[str, torch.Tensor], suffix: str) -> torch.Tensor:
+        return next(v for k, v in params.items() if k.endswith(suffix))
+
     start = _params(models["student"])
-    key = next(k for k in start if k.endswith("word_embeddings.weight"))
+    words, query = "word_embeddings.weight", "encoder.layer.0.attention.self.query.weight"
     moved = {}
     for scale in (0.0, 0.5, 1.0):
         _run(models, tmp_path / f"s{scale}", max_steps=1, warmup_steps=0, embedding_lr_scale=scale,
              checkpoint_minutes=0)
         final = _params(tmp_path / f"s{scale}" / "final")
-        moved[scale] = (final[key] - start[key]).abs().max().item()
-        layer = next(k for k in start if "encoder.layer.0" in k and k.endswith("query.weight"))
-        assert not torch.equal(final[layer], start[layer]), scale
+        moved[scale] = (tensor(final, words) - tensor(start, words)).abs().max().item()
+        assert not torch.equal(tensor(final, query), tensor(start, query)), scale
     assert moved[0.0] == 0.0
     assert moved[0.5] == pytest.approx(moved[1.0] / 2, rel=0.05), moved
 

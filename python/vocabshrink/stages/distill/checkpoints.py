@@ -87,6 +87,14 @@ def save_checkpoint(out: Path, step: int, student: torch.nn.Module, projection: 
     return final
 
 
+def saved_settings(path: Path) -> dict[str, Any]:
+    """The settings a checkpoint was written with ({} when its state cannot be read: loading then says why)."""
+    try:
+        return dict(json.loads((path / "trainer_state.json").read_text())["settings"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return {}
+
+
 def load_checkpoint(path: Path, student: torch.nn.Module, projection: torch.nn.Module | None,
                     optimizer: torch.optim.Optimizer, scheduler: Any, device: torch.device) -> dict[str, Any]:
     """Restore model, projection, optimizer, scheduler and RNG states; returns the trainer state."""

@@ -6,7 +6,7 @@ A new option is a field here and a click option in `cli.py`. Imports only `error
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,7 +18,8 @@ RANGES = {
     "max_steps": (1, True, None, False), "batch_size": (1, True, None, False), "grad_accum": (1, True, None, False),
     "eval_batches": (1, True, None, False), "keep_checkpoints": (1, True, None, False),
     "log_every": (1, True, None, False), "temperature": (0, False, None, False), "lr": (0, False, None, False),
-    "warmup_steps": (0, True, None, False), "embedding_lr_scale": (0, True, None, False), "weight_decay": (0, True, None, False), "clip_norm": (0, True, None, False),
+    "warmup_steps": (0, True, None, False), "weight_decay": (0, True, None, False), "clip_norm": (0, True, None, False),
+    "embedding_lr_scale": (0, True, None, False),
     "eval_every": (0, True, None, False), "checkpoint_every": (0, True, None, False),
     "checkpoint_minutes": (0, True, None, False), "seed": (0, True, 2**32 - 1, True),
     "mlm_probability": (0, False, 1, False), "max_length": (8, True, None, False),
@@ -146,3 +147,7 @@ def _check_ranges(options: DistillOptions) -> None:
             lo = "" if low is None else f"{'[' if low_ok else '('}{low}"
             hi = "inf)" if high is None else f"{high}{']' if high_ok else ')'}"
             raise ConfigError(f"--{name.replace('_', '-')} must be in {lo}, {hi}, got {value!r}")
+
+
+# Each option's default, for checkpoints written before an option existed.
+DEFAULTS = {f.name: f.default for f in fields(DistillOptions) if f.default is not MISSING}

@@ -227,10 +227,11 @@ def _eval_batches(opts: DistillOptions, teacher_tok: Any, student_tok: Any, micr
 def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter],
                words: torch.nn.Parameter) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW (no decay on biases and norms; the word table at --embedding-lr-scale) and the schedule."""
-    decay = [p for p in params if p.dim() >= 2 and p is not words]
+    own_rate = words.requires_grad and opts.embedding_lr_scale != 1.0
+    decay = [p for p in params if p.dim() >= 2 and not (own_rate and p is words)]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": opts.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if words.requires_grad:  # a third group, so that resuming finds the same groups in the same order
+    if own_rate:  # a third group only then: checkpoints of runs at the default keep their two groups
         groups.append({"params": [words], "weight_decay": opts.weight_decay, "lr": opts.lr * opts.embedding_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=opts.lr)
     scheduler = schedule(optimizer, opts.schedule, opts.warmup_steps, opts.max_steps)

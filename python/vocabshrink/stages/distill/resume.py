@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from ...errors import ConfigError, TrainingError
-from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
-from .options import RESUME_FIXED
+from .checkpoints import list_checkpoints, load_checkpoint, save_checkpoint, saved_settings
+from .options import DEFAULTS, RESUME_FIXED
 from .prepare import Run
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,10 @@ def resume(run: Run) -> None:
     if not existing:
         raise TrainingError(f"{out}: no checkpoint (step-N/) to resume from; run without --resume")
     ckpt_step, ckpt = existing[-1]
+    saved = saved_settings(ckpt)
+    if saved:  # checked before loading: a changed option (e.g. --embedding-lr-scale) changes the optimizer's groups
+        _check_same_settings(ckpt, saved, run.settings)
     state = load_checkpoint(ckpt, run.student, run.projection, run.optimizer, run.scheduler, run.device)
-    _check_same_settings(ckpt, state["settings"], run.settings)
     cursor = run.cursor
     cursor.epoch, cursor.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
     cursor.examples_seen, cursor.tokens_seen = state["examples_seen"], state["teacher_tokens_seen"]
@@ -45,7 +47,9 @@ def resume(run: Run) -> None:
 
 
 def _check_same_settings(ckpt: Path, saved: dict, now: dict) -> None:
-    changed = {k: (saved.get(k), now.get(k)) for k in RESUME_FIXED if saved.get(k) != now.get(k)}
+    # a setting newer than the checkpoint was at its default when the checkpoint was written
+    fixed = {k: saved.get(k, DEFAULTS.get(k)) for k in RESUME_FIXED}
+    changed = {k: (fixed[k], now.get(k)) for k in RESUME_FIXED if fixed[k] != now.get(k)}
     if changed:
         raise ConfigError(f"{ckpt}: --resume with different settings {changed}; resume with the original ones")
     if saved.get("max_steps") != now["max_steps"]:
