@@ -657,3 +657,29 @@ def test_export_a_checkpoint_and_bad_requests(st_run, tmp_path):
         assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output, res.output
     res = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 1 and "no such run folder" in res.output
+
+
+def test_export_without_the_projection_is_the_raw_mean_pooled_student(st_run, tmp_path):
+    """--no-projection: no Dense module; the embedding is the student's own mean-pooled last layer (normalised
+    like the teacher's), and the model card says it is not in the teacher's space."""
+    pytest.importorskip("sentence_transformers")
+    from click.testing import CliRunner
+    from sentence_transformers import SentenceTransformer
+
+    from transformers import AutoModel
+
+    from vocabshrink.agreement import embed
+    from vocabshrink.cli import cli
+    from vocabshrink.tokenization import load_tokenizer
+
+    _, out, _ = st_run
+    res = CliRunner().invoke(cli, ["export", str(out), "--out", str(tmp_path / "raw"), "--no-projection"])
+    assert res.exit_code == 0 and "Dense" not in res.output and "Pooling" in res.output, res.output
+    assert not (tmp_path / "raw" / "2_Dense").exists()
+    assert "not the teacher's space" in (tmp_path / "raw" / "README.md").read_text()
+    texts = ["a test sentence", "another, longer test sentence for the pooling"]
+    got = SentenceTransformer(str(tmp_path / "raw"), device="cpu").encode(texts)
+    raw = embed(AutoModel.from_pretrained(str(tmp_path / "raw")), load_tokenizer(tmp_path / "raw"), texts)
+    raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    got = got / np.linalg.norm(got, axis=1, keepdims=True)
+    assert got.shape == raw.shape and np.abs(got - raw).max() < 1e-4

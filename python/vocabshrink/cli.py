@@ -406,18 +406,22 @@ def sweep_command(corpus: tuple[str, ...], eval_corpus: tuple[str, ...], **optio
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the exported model.")
 @click.option("--checkpoint", default=None, help="step-N of the run [default: final/, else the newest step-N/].")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def export_command(run: str, out: str, checkpoint: str | None, overwrite: bool) -> None:
+@click.option("--projection/--no-projection", default=True, show_default=True,
+              help="Embed in the teacher's space through the trained projection, or in the student's own "
+                   "(mean-pooled states; scored better for students trained with the sentence losses alone).")
+def export_command(run: str, out: str, checkpoint: str | None, overwrite: bool, projection: bool) -> None:
     """Write a distill run's student as a sentence-transformers model in the teacher's space, with a model card.
 
     \b
     Example:
       vocabshrink export run --out my-student                     # final/, or the newest checkpoint
       vocabshrink export run --checkpoint step-500 --out student-500
+      vocabshrink export run --out my-student --no-projection     # the student's own 192-wide space
       python -c "from sentence_transformers import SentenceTransformer as S; print(S('my-student').encode(['hi']).shape)"
     """
     from .stages.export import export
 
-    report = export(run, out, checkpoint=checkpoint, overwrite=overwrite)
+    report = export(run, out, checkpoint=checkpoint, overwrite=overwrite, project=projection)
     click.echo(f"exported {report.run} ({report.checkpoint}) -> {report.out}: {report.params:,} parameters, "
                f"modules {' -> '.join(report.modules)}")
 

@@ -67,11 +67,13 @@ def read_prompt(folder: str | os.PathLike) -> str:
     return str((config.get("prompts") or {}).get(name, "")) if name else ""
 
 
-def write_sentence_transformers(folder: Path, teacher: Path | None, prompt: str = "") -> list[str]:
+def write_sentence_transformers(folder: Path, teacher: Path | None, prompt: str = "",
+                                project: bool = True) -> list[str]:
     """Add the sentence-transformers modules to a student folder; return the module types written.
 
     A `prompt` the student was trained with (align --prompt) becomes its default prompt, which
-    `SentenceTransformer.encode` puts before every text.
+    `SentenceTransformer.encode` puts before every text. `project=False` leaves the projection out: the student's
+    own mean-pooled space (better on Russian STS-B for a student trained with the sentence losses alone).
     """
     from .evaluate import _load_projection
 
@@ -83,7 +85,7 @@ def write_sentence_transformers(folder: Path, teacher: Path | None, prompt: str 
     write_json_atomic(folder / "sentence_bert_config.json", {"max_seq_length": max_len, "do_lower_case": False})
     write_json_atomic(folder / "1_Pooling" / "config.json", {"word_embedding_dimension": width, **pooling})
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
-    projection = _load_projection(str(folder))
+    projection = _load_projection(str(folder)) if project else None
     if projection is not None:
         weight, bias = projection
         if weight.shape[1] != width:
@@ -133,7 +135,7 @@ def _front_matter(teacher: Path | None) -> dict[str, Any]:
 
 
 def model_card(folder: Path, *, teacher: Path | None, base_model: str, command: str, training: dict | None,
-               evaluation: dict | None, title: str | None = None) -> str:
+               evaluation: dict | None, title: str | None = None, projected: bool = True) -> str:
     """A Hugging Face model card (README.md) for an exported student."""
     meta = _front_matter(teacher)
     lang = meta.get("language", "en")
@@ -148,8 +150,11 @@ def model_card(folder: Path, *, teacher: Path | None, base_model: str, command: 
     lines += [f"# {title}: a distilled, reduced-vocabulary student of {base_model}", "",
               f"Made with [vocabshrink](https://pypi.org/project/vocabshrink/) from `{base_model}`: a "
               f"{config['num_hidden_layers']}-layer, {config['hidden_size']}-wide BERT with a "
-              f"{config['vocab_size']:,}-token vocabulary. Its embeddings live in the teacher's space (a `Dense` "
-              "projection to the teacher's width follows the pooling), so it can stand in for the teacher.", "",
+              f"{config['vocab_size']:,}-token vocabulary. " + (
+                  "Its embeddings live in the teacher's space (a `Dense` projection to the teacher's width follows "
+                  "the pooling), so it can stand in for the teacher." if projected else
+                  f"Its embeddings are its own mean-pooled states ({config['hidden_size']} wide, not the "
+                  "teacher's space): compare them with each other, not with the teacher's."), "",
               "```python", "from sentence_transformers import SentenceTransformer", "",
               f'model = SentenceTransformer("{title}")',
               'embeddings = model.encode(["A man is playing a guitar.", "Someone plays music."])', "```", "",
@@ -193,15 +198,18 @@ def command_line(settings: dict[str, Any], teacher: str, student: str, data: lis
     return " ".join(parts)
 
 
-def finish_folder(folder: Path, teacher: Path | None, training: dict | None, title: str | None = None) -> list[str]:
+def finish_folder(folder: Path, teacher: Path | None, training: dict | None, title: str | None = None,
+                  project: bool = True) -> list[str]:
     """sentence-transformers modules and the model card, for a folder `distill` or `export` wrote."""
-    modules = write_sentence_transformers(folder, teacher, ((training or {}).get("settings") or {}).get("prompt", ""))
+    prompt = ((training or {}).get("settings") or {}).get("prompt", "")
+    modules = write_sentence_transformers(folder, teacher, prompt, project=project)
     command = "(not recorded)"
     if training:
         command = command_line(training.get("settings", {}), training["teacher"], training["student"],
                                training["data"], training["out"])
     card = model_card(folder, teacher=teacher, base_model=str(teacher.name if teacher else "unknown"),
-                      command=command, training=training, evaluation=(training or {}).get("evaluation"), title=title)
+                      command=command, training=training, evaluation=(training or {}).get("evaluation"), title=title,
+                      projected="Dense" in modules)
     write_atomic(folder / "README.md", card)
     return modules
 
@@ -222,8 +230,9 @@ class ExportReport:
 
 
 def export(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str | None = None,
-           overwrite: bool = False) -> ExportReport:
-    """Write the student of a distill run (its final/ folder, or `checkpoint` like "step-500") to `out`."""
+           overwrite: bool = False, project: bool = True) -> ExportReport:
+    """Write the student of a distill run (its final/ folder, or `checkpoint` like "step-500") to `out`; with
+    `project=False` without the projection to the teacher's width."""
     from .distill.checkpoints import list_checkpoints
 
     run, out = Path(run), Path(out)
@@ -254,7 +263,8 @@ def export(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: str | 
                                                                  PROMPT_CONFIG))
     if source.name.startswith(".tmp-"):
         shutil.rmtree(source, ignore_errors=True)
-    modules = finish_folder(tmp, teacher if teacher and teacher.is_dir() else None, training, title=out.name)
+    modules = finish_folder(tmp, teacher if teacher and teacher.is_dir() else None, training, title=out.name,
+                            project=project)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
