@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, ROOT  # noqa: E402
 from bench_quality import encoder_of, params_of, read_sts, spearman_of, tfidf_score  # noqa: E402
 from bench_results import Runner  # noqa: E402
-
-from vocabshrink.tokenization import prompt_tokens  # noqa: E402
+from bench_trim import write_keep  # noqa: E402
 
 log = logging.getLogger("bench_russian")
 PROMPT = "query: "
@@ -115,7 +114,7 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
     """The pipeline's stages; returns the student's row with the seconds of each stage."""
     w = a.work
     keep = w / "query_keep.txt"
-    keep.write_text("\n".join(prompt_tokens(teacher, PROMPT)) + "\n", encoding="utf-8")
+    write_keep(teacher, keep)
     name, corpus = vocab_args(a, train, keep)
     shape = f"{a.layers}x{a.hidden}"
     tok, shards, init = w / f"vocab-{name}", w / f"shards-{name}-{train.stem}", w / f"student-{name}-{shape}"

@@ -204,21 +204,26 @@ def test_loss_decreases_with_the_minilm_teacher(models, tmp_path):
     assert fitted.final_loss < 0.8 * losses[0], (fitted.final_loss, losses[0])
 
 
-@pytest.mark.slow
-def test_resume_is_exact(models, tmp_path, monkeypatch):
-    """4 steps straight == 2 steps, an interruption, and --resume for the rest (CPU, one process)."""
-    kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=4, checkpoint_every=2, keep_checkpoints=5)
-    _run(models, tmp_path / "straight", **kw)
+def _run_until_first_checkpoint(models, out, monkeypatch, **kw):
+    """A run interrupted (KeyboardInterrupt) right after writing its first checkpoint."""
     real_save = R.save_checkpoint
 
     def save_then_die(out, step, *args, **kwargs):
         real_save(out, step, *args, **kwargs)
         raise KeyboardInterrupt(f"killed after step {step}")
 
-    monkeypatch.setattr(R, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        _run(models, tmp_path / "halves", **kw)
-    monkeypatch.setattr(R, "save_checkpoint", real_save)
+    with monkeypatch.context() as m:
+        m.setattr(R, "save_checkpoint", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            _run(models, out, **kw)
+
+
+@pytest.mark.slow
+def test_resume_is_exact(models, tmp_path, monkeypatch):
+    """4 steps straight == 2 steps, an interruption, and --resume for the rest (CPU, one process)."""
+    kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=4, checkpoint_every=2, keep_checkpoints=5)
+    _run(models, tmp_path / "straight", **kw)
+    _run_until_first_checkpoint(models, tmp_path / "halves", monkeypatch, **kw)
     assert [p.name for p in (tmp_path / "halves").glob("step-*")] == ["step-2"]
     with pytest.raises(ConfigError, match="different settings"):
         _run(models, tmp_path / "halves", **{**kw, "lr": 1e-3}, resume=True)
@@ -243,17 +248,8 @@ def test_resume_with_an_embedding_rate_and_from_an_older_checkpoint(models, tmp_
     kw = dict(mse_weight=1.0, cosine_weight=0.3, max_steps=4, checkpoint_every=2, keep_checkpoints=5,
               embedding_lr_scale=0.5)
     _run(models, tmp_path / "straight", **kw)
-    real_save = R.save_checkpoint
-
-    def save_then_die(out, step, *args, **kwargs):
-        real_save(out, step, *args, **kwargs)
-        raise KeyboardInterrupt(f"killed after step {step}")
-
-    monkeypatch.setattr(R, "save_checkpoint", save_then_die)
     for name, scale in (("halves", 0.5), ("old", 1.0)):
-        with pytest.raises(KeyboardInterrupt):
-            _run(models, tmp_path / name, **{**kw, "embedding_lr_scale": scale})
-    monkeypatch.setattr(R, "save_checkpoint", real_save)
+        _run_until_first_checkpoint(models, tmp_path / name, monkeypatch, **{**kw, "embedding_lr_scale": scale})
     with pytest.raises(ConfigError, match="different settings.*embedding_lr_scale"):
         _run(models, tmp_path / "halves", **{**kw, "embedding_lr_scale": 1.0}, resume=True)
     _run(models, tmp_path / "halves", **kw, resume=True)
