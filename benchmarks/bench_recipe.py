@@ -12,7 +12,10 @@ without a teacher cache (for a short trial the cache costs more than it saves). 
 the word table frozen (`--embedding-lr-scale 0`), `ru-sentence` with the sentence loss alone, `ru-tatoeba` on
 bench_russian's `--tatoeba-repeat 3` text (every Tatoeba sentence three times, literature for the rest: 55% of the
 sentences are everyday ones instead of 6%; the same vocabulary), `ru-fill`/`ru-fill-freeze` on a 23K trim filled
-with `--fill script`.
+with `--fill script`. `ru-c-*` are cached trials of bench_russian's 60-minute student (the 23K trim at 3 x 192, its
+200K-sentence shards and teacher cache) with the sentence losses (`--mse-weight 0 --cosine-weight 0
+--similarity-weight 1`): `ru-c-base`, then fp32 instead of the bf16 that `--precision auto` picks on this CPU,
+similarity weights 10 and 30, lr 2e-3, the student without dropout (`init-student --dropout 0`) and both.
 Every row: distill seconds, STS-B dev Spearman raw and projected (bench_quality's scorer).
 
 Needs bench_quality.py's runs/quality (vocab-6000, shards-6000-m64, corpus/train.txt), for `v16k` the sweep of
@@ -23,6 +26,7 @@ bench_trim.py's runs/trim/query_keep.txt.
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 400 --trials base,v16k,trim16k,v24k
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 600 --trials ru-base,ru-trim20k
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 600 --trials ru-freeze,ru-tatoeba,ru-sentence
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_recipe.py --steps 1500 --trials ru-c-base,ru-c-d0
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ LANGS = {"en": Lang(EN, EN / "corpus" / "train.txt", "", "", DATA / "en/stsb/dev
          "ru": Lang(RU, RU / "train-100000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"), RU_PROMPT,
                     DATA / "ru/stsb/dev.tsv"),
          "ru-tatoeba": Lang(RU, RU / "train-tatoeba3-100000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"),
-                            RU_PROMPT, DATA / "ru/stsb/dev.tsv")}
+                            RU_PROMPT, DATA / "ru/stsb/dev.tsv"),
+         "ru-200k": Lang(RU, RU / "train-200000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"), RU_PROMPT,
+                         DATA / "ru/stsb/dev.tsv")}
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class Student:
     shards: Path
     shape: list[str]  # init-student options
     build: list[str] | None = None  # build-vocab options when the vocabulary is made here
+    cache: Path | None = None  # cache-teacher's folder of these shards (made by bench_russian.py)
 
 
 STUDENTS = {
@@ -91,7 +98,14 @@ STUDENTS = {
                                 rel(ROOT / "runs" / "trim" / "query_keep.txt")]),
     "ru-tatoeba-trim20k": Student("ru-tatoeba", RU / "vocab-trim-20000", RU / "shards-tatoeba3-trim-20000",
                                   ["--layers", "3", "--hidden", "192", "--heads", "6"]),
+    "ru-c": Student("ru-200k", RU / "vocab-trim-23000-none", RU / "shards-trim-23000-none-train-200000",
+                    ["--layers", "3", "--hidden", "192", "--heads", "6"],
+                    cache=RU / "cache-trim-23000-none-train-200000"),
+    "ru-c-d0": Student("ru-200k", RU / "vocab-trim-23000-none", RU / "shards-trim-23000-none-train-200000",
+                       ["--layers", "3", "--hidden", "192", "--heads", "6", "--dropout", "0"],
+                       cache=RU / "cache-trim-23000-none-train-200000"),
 }
+SENTENCE = ["--mse-weight", "0", "--cosine-weight", "0", "--similarity-weight", "1"]  # bench_russian's recipe
 # name -> (student, extra distill options, batch size); each differs from its base in one thing
 TRIALS = {
     "base": ("6k", [], BASE_BATCH),
@@ -113,6 +127,13 @@ TRIALS = {
     "ru-similarity": ("ru-trim20k", ["--mse-weight", "0", "--cosine-weight", "0", "--similarity-weight", "1"],
                       BASE_BATCH),
     "ru-no-mse": ("ru-trim20k", ["--mse-weight", "0"], BASE_BATCH),
+    "ru-c-base": ("ru-c", SENTENCE, BASE_BATCH),
+    "ru-c-fp32": ("ru-c", [*SENTENCE, "--precision", "fp32"], BASE_BATCH),
+    "ru-c-sim10": ("ru-c", [*SENTENCE, "--similarity-weight", "10"], BASE_BATCH),
+    "ru-c-sim30": ("ru-c", [*SENTENCE, "--similarity-weight", "30"], BASE_BATCH),
+    "ru-c-lr2e-3": ("ru-c", [*SENTENCE, "--lr", "2e-3"], BASE_BATCH),
+    "ru-c-d0": ("ru-c-d0", SENTENCE, BASE_BATCH),
+    "ru-c-d0-lr2e-3": ("ru-c-d0", [*SENTENCE, "--lr", "2e-3"], BASE_BATCH),
 }
 
 
@@ -147,6 +168,8 @@ def trial(runner: Runner, name: str, steps: int) -> dict:
     args = ["distill", "--teacher", lang.teacher or teacher_path(None), "--student", rel(init), "--data", rel(shards),
             "--out", rel(run), "--max-steps", str(n), "--batch-size", str(batch), "--warmup-steps",
             str(BASE_WARMUP * n // steps), "--checkpoint-minutes", "0", "--device", "cpu", "--no-progress", *options]
+    if STUDENTS[who].cache is not None:
+        args += ["--teacher-cache", rel(STUDENTS[who].cache)]
     runner.stage(args, run, "training_report.json")
     raw, projected = score(run / "final", lang.prompt, read_sts(lang.sts))
     report = json.loads((run / "training_report.json").read_text())

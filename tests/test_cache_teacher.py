@@ -282,8 +282,8 @@ def test_cli(setup, tmp_path):
 
 def test_teacher_dtype_auto_and_bf16(setup, tmp_path):
     """auto resolves to bf16 only where the CPU has it natively; a bf16 teacher's states stay close to fp32's."""
-    assert M.resolve_teacher_dtype("auto") == ("bf16" if M.native_bf16() else "fp32")
-    assert M.resolve_teacher_dtype("fp32") == "fp32"
+    assert M.resolve_dtype("auto") == ("bf16" if M.native_bf16() else "fp32")
+    assert M.resolve_dtype("fp32") == "fp32"
     C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "bf", teacher_dtype="bf16", progress=False)
     C.cache_teacher(setup["bare"], [setup["held_out"]], tmp_path / "fp", teacher_dtype="fp32", progress=False)
     assert json.loads((tmp_path / "bf" / "cache.json").read_text())["teacher_dtype"] == "bf16"

@@ -338,6 +338,20 @@ def test_embedding_lr_scale_freezes_or_slows_the_word_table(models, tmp_path):
     assert moved[0.5] == pytest.approx(moved[1.0] / 2, rel=0.05), moved
 
 
+def test_precision_auto_is_the_native_type_and_bf16_trains_like_fp32(models, tmp_path):
+    """auto resolves as the teacher's type does (bf16 on a CPU that computes it natively) and is recorded; a bf16
+    student's losses follow the fp32 one's."""
+    from vocabshrink.models import resolve_dtype
+
+    kw = dict(max_steps=3, checkpoint_minutes=0, mse_weight=1.0)
+    runs = {p: _run(models, tmp_path / p, precision=p, **kw) for p in ("auto", "fp32", "bf16")}
+    assert runs["auto"].settings["precision"] == resolve_dtype("auto")
+    assert runs["fp32"].settings["precision"] == "fp32" and runs["bf16"].settings["precision"] == "bf16"
+    assert runs["auto"].final_loss == runs[resolve_dtype("auto")].final_loss
+    assert runs["bf16"].final_loss == pytest.approx(runs["fp32"].final_loss, rel=0.05)
+    assert runs["bf16"].final_loss != runs["fp32"].final_loss  # autocast really ran in bf16
+
+
 @pytest.mark.slow
 def test_checkpoints_can_be_switched_off(models, tmp_path):
     _run(models, tmp_path / "none", checkpoint_minutes=0, max_steps=2)

@@ -139,9 +139,9 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_teacher_dtype(name: str, device: Any = "cpu") -> str:
-    """The teacher's compute type for "auto": bf16 on a GPU that supports it or a CPU with native bfloat16,
-    else fp32. Other names are returned unchanged."""
+def resolve_dtype(name: str, device: Any = "cpu") -> str:
+    """The compute type "auto" stands for, for the teacher and the student alike: bf16 on a GPU that supports it
+    or a CPU with native bfloat16, else fp32. Other names are returned unchanged."""
     if name != "auto":
         return name
     import torch

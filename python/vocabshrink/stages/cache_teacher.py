@@ -24,7 +24,7 @@ import torch
 from ..data import ShardDataset
 from ..errors import ConfigError, ShardError
 from ..files import sha256_file, write_atomic, write_json_atomic
-from ..models import encoder, has_mlm_head, load_teacher, mlm_head, resolve_teacher_dtype
+from ..models import encoder, has_mlm_head, load_teacher, mlm_head, resolve_dtype
 from ..progress import progress_bar
 from ..shards import STUDENT_TOKENIZER, check_parts, read_manifest
 from ..teacher_cache import (DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, cache_file_name, layer_key, teacher_config,
@@ -79,7 +79,7 @@ def cache_teacher(teacher: str | Path, data: Sequence[str | Path], out: str | Pa
     _validate(dtype, batch_tokens, workers, num_shards, shard_index)
     if teacher_dtype not in (*TEACHER_DTYPES, "auto"):
         raise ConfigError(f"--teacher-dtype must be one of auto, {', '.join(TEACHER_DTYPES)}, got {teacher_dtype!r}")
-    teacher_dtype = resolve_teacher_dtype(teacher_dtype)
+    teacher_dtype = resolve_dtype(teacher_dtype)
     teacher, out = Path(teacher), Path(out)
     dataset = _dataset(teacher, data, verify)
     config = _config(teacher)
