@@ -561,7 +561,7 @@ T.distill(**json.loads({args!r}))
 def test_two_gloo_processes_match_one(models, tmp_path):
     args = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=[str(models["shards"])],
                 batch_size=8, max_steps=3, lr=2e-3, warmup_steps=1, progress=False, seed=5,
-                mse_weight=1.0, cosine_weight=0.5)
+                mse_weight=1.0, cosine_weight=0.5, precision="fp32")  # bf16 rounds the two sums differently
     one = tmp_path / "one"
     T.distill(**args, out=one, grad_accum=2)  # the same 2 x 4 split of each global batch, in one process
     script = tmp_path / "worker.py"
