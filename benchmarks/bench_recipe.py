@@ -15,7 +15,8 @@ sentences are everyday ones instead of 6%; the same vocabulary), `ru-fill`/`ru-f
 with `--fill script`. `ru-c-*` are cached trials of bench_russian's 60-minute student (the 23K trim at 3 x 192, its
 200K-sentence shards and teacher cache) with the sentence losses (`--mse-weight 0 --cosine-weight 0
 --similarity-weight 1`): `ru-c-base`, then fp32 instead of the bf16 that `--precision auto` picks on this CPU,
-similarity weights 10 and 30, lr 2e-3, the student without dropout (`init-student --dropout 0`) and both.
+similarity weights 10 and 30, lr 2e-3, the student without dropout (`init-student --dropout 0`) and both;
+from the student without dropout, the word table at 3x the rate (`--embedding-lr-scale 3`) or the token MSE back.
 Every row: distill seconds, STS-B dev Spearman raw and projected (bench_quality's scorer).
 
 Needs bench_quality.py's runs/quality (vocab-6000, shards-6000-m64, corpus/train.txt), for `v16k` the sweep of
@@ -134,6 +135,8 @@ TRIALS = {
     "ru-c-lr2e-3": ("ru-c", [*SENTENCE, "--lr", "2e-3"], BASE_BATCH),
     "ru-c-d0": ("ru-c-d0", SENTENCE, BASE_BATCH),
     "ru-c-d0-lr2e-3": ("ru-c-d0", [*SENTENCE, "--lr", "2e-3"], BASE_BATCH),
+    "ru-c-d0-emb3": ("ru-c-d0", [*SENTENCE, "--embedding-lr-scale", "3"], BASE_BATCH),
+    "ru-c-d0-mse": ("ru-c-d0", [*SENTENCE, "--mse-weight", "1"], BASE_BATCH),
 }
 
 
