@@ -16,7 +16,8 @@ with `--fill script`. `ru-c-*` are cached trials of bench_russian's 60-minute st
 200K-sentence shards and teacher cache) with the sentence losses (`--mse-weight 0 --cosine-weight 0
 --similarity-weight 1`): `ru-c-base`, then fp32 instead of the bf16 that `--precision auto` picks on this CPU,
 similarity weights 10 and 30, lr 2e-3, the student without dropout (`init-student --dropout 0`) and both;
-from the student without dropout, the word table at 3x the rate (`--embedding-lr-scale 3`) or the token MSE back.
+from the student without dropout, the word table at 3x the rate (`--embedding-lr-scale 3`), the token MSE back,
+batch 32 (twice the steps) or the sentence loss alone.
 Every row: distill seconds, STS-B dev Spearman raw and projected (bench_quality's scorer).
 
 Needs bench_quality.py's runs/quality (vocab-6000, shards-6000-m64, corpus/train.txt), for `v16k` the sweep of
@@ -137,6 +138,8 @@ TRIALS = {
     "ru-c-d0-lr2e-3": ("ru-c-d0", [*SENTENCE, "--lr", "2e-3"], BASE_BATCH),
     "ru-c-d0-emb3": ("ru-c-d0", [*SENTENCE, "--embedding-lr-scale", "3"], BASE_BATCH),
     "ru-c-d0-mse": ("ru-c-d0", [*SENTENCE, "--mse-weight", "1"], BASE_BATCH),
+    "ru-c-d0-b32": ("ru-c-d0", SENTENCE, 32),
+    "ru-c-d0-sentence": ("ru-c-d0", [*SENTENCE, "--similarity-weight", "0"], BASE_BATCH),
 }
 
 
