@@ -37,7 +37,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -103,10 +103,8 @@ STUDENTS = {
     "ru-c": Student("ru-200k", RU / "vocab-trim-23000-none", RU / "shards-trim-23000-none-train-200000",
                     ["--layers", "3", "--hidden", "192", "--heads", "6"],
                     cache=RU / "cache-trim-23000-none-train-200000"),
-    "ru-c-d0": Student("ru-200k", RU / "vocab-trim-23000-none", RU / "shards-trim-23000-none-train-200000",
-                       ["--layers", "3", "--hidden", "192", "--heads", "6", "--dropout", "0"],
-                       cache=RU / "cache-trim-23000-none-train-200000"),
 }
+STUDENTS["ru-c-d0"] = replace(STUDENTS["ru-c"], shape=[*STUDENTS["ru-c"].shape, "--dropout", "0"])
 SENTENCE = ["--mse-weight", "0", "--cosine-weight", "0", "--similarity-weight", "1"]  # bench_russian's recipe
 # name -> (student, extra distill options, batch size); each differs from its base in one thing
 TRIALS = {

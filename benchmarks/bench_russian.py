@@ -44,6 +44,7 @@ from bench_trim import write_keep  # noqa: E402
 
 log = logging.getLogger("bench_russian")
 PROMPT = "query: "
+CALIBRATION_STEPS = 30  # timed cached steps before the run
 
 
 def russian_sentences(data: Path, out: Path, limit: int, seed: int = 0, min_chars: int = 12,
@@ -140,16 +141,17 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
     base = ["distill", "--teacher", str(teacher), "--student", str(init), "--data", str(shards), "--teacher-cache",
             str(cache), "--device", "cpu", "--no-progress", *a.distill_args.split()]
     calib = w / f"calibrate-{name}-{shape}-{train.stem}"
-    seconds["calibration"] = _timed(runner, [*base, "--out", str(calib), "--max-steps", "30",
+    seconds["calibration"] = _timed(runner, [*base, "--out", str(calib), "--max-steps", str(CALIBRATION_STEPS),
                                              "--checkpoint-minutes", "0"], calib, "training_report.json")
     rep = json.loads((calib / "training_report.json").read_text())
     cached = json.loads((cache / "cache_report.json").read_text())
     # a step's time at the calibration's speed for the mean batch of the whole data (the first 30 batches may be
     # shorter: 4.5% fewer tokens in the 23K run, which then overran its hour)
-    batch_tokens = rep["examples_seen"] / 30 * cached["teacher_tokens"] / cached["examples"]
-    s_per_step = batch_tokens / max(rep["tokens_per_s"], 1e-9)
+    speed = max(rep["tokens_per_s"], 1e-9)
+    batch_tokens = rep["examples_seen"] / CALIBRATION_STEPS * cached["teacher_tokens"] / cached["examples"]
+    s_per_step = batch_tokens / speed
     # the run pays the calibration's start-up again (loading, the projection fit): keep it out of the budget
-    startup = max(0.0, seconds["calibration"] - rep["teacher_tokens_seen"] / max(rep["tokens_per_s"], 1e-9))
+    startup = max(0.0, seconds["calibration"] - rep["teacher_tokens_seen"] / speed)
     left = a.minutes * 60 - seconds["cache_teacher"] - seconds["calibration"] - startup
     # 2% margin: over 40 minutes the step ran 1% slower than in the 30 timed steps (checkpoints, a warmer machine)
     steps = a.max_steps or max(1, math.floor(0.98 * left / s_per_step))
