@@ -48,7 +48,7 @@ CALIBRATION_STEPS = 30  # timed cached steps before the run
 
 
 def russian_sentences(data: Path, out: Path, limit: int, seed: int = 0, min_chars: int = 12,
-                      tatoeba_repeat: int = 0) -> dict[str, int]:
+                      tatoeba_repeat: int = 0, max_chars: int = 400) -> dict[str, int]:
     """Sentences of the Russian literature (each work joined first: its lines are hard-wrapped) and Tatoeba.
 
     tatoeba_repeat=0 draws from the union (Tatoeba is then about 6% of the text); K > 0 takes every Tatoeba
@@ -60,7 +60,7 @@ def russian_sentences(data: Path, out: Path, limit: int, seed: int = 0, min_char
     works = (data / "ru/ruslit/train.txt").read_text(encoding="utf-8").split("\n\n")
     lit = [s for w in works for s in split_sentences(" ".join(x.strip() for x in w.splitlines() if x.strip()))]
     tatoeba = (data / "ru/tatoeba/sentences.txt").read_text(encoding="utf-8").splitlines()
-    good = [s for s in lit + tatoeba if min_chars <= len(s.strip()) <= 400]
+    good = [s for s in lit + tatoeba if min_chars <= len(s.strip()) <= max_chars]
     sentences = list(dict.fromkeys(s.strip() for s in good))
     if tatoeba_repeat:
         everyday = set(t.strip() for t in tatoeba)
@@ -138,6 +138,8 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
     for stage, args, folder, done in stages:
         seconds[stage] = _timed(runner, args, folder, done)
         commands.append(runner.display(args))
+    if a.prepare_only:
+        return {"seconds": seconds, "commands": commands}
     base = ["distill", "--teacher", str(teacher), "--student", str(init), "--data", str(shards), "--teacher-cache",
             str(cache), "--device", "cpu", "--no-progress", *a.distill_args.split()]
     calib = w / f"calibrate-{name}-{shape}-{train.stem}"
@@ -191,12 +193,16 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=None,
                     help="init-student --dropout [the teacher's 0.1]; 0 measured better with the sentence losses")
     ap.add_argument("--sentences", type=int, default=120_000)
+    ap.add_argument("--max-chars", type=int, default=400,
+                    help="Longest training sentence in characters (150: the length of STS-B's, cheaper steps).")
     ap.add_argument("--tatoeba-repeat", type=int, default=0,
                     help="Every Tatoeba sentence this many times (0: drawn with the literature, about 6%%).")
     ap.add_argument("--minutes", type=float, default=60.0, help="Budget of cache-teacher + distill.")
     ap.add_argument("--max-steps", type=int, default=0, help="Fixed steps instead of the budget (quick checks).")
     ap.add_argument("--distill-args", default="", help="Extra distill options, e.g. '--lr 5e-4'.")
     ap.add_argument("--no-model2vec", action="store_true")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="Stop after the teacher cache (its minutes are recorded for the run that reuses it).")
     ap.add_argument("--out-md", type=Path, default=ROOT / "benchmarks/results/russian.md")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -205,12 +211,17 @@ def main() -> None:
                          f"{a.teacher}")
     a.work.mkdir(parents=True, exist_ok=True)
     mix = f"-tatoeba{a.tatoeba_repeat}" if a.tatoeba_repeat else ""
+    mix += f"-c{a.max_chars}" if a.max_chars != 400 else ""
     train = a.work / f"train{mix}-{a.sentences}.txt"
-    counts = (russian_sentences(DATA, train, a.sentences, tatoeba_repeat=a.tatoeba_repeat) if not train.exists()
-              else {"used": a.sentences, "tatoeba_repeat": a.tatoeba_repeat})
+    counts = (russian_sentences(DATA, train, a.sentences, tatoeba_repeat=a.tatoeba_repeat, max_chars=a.max_chars)
+              if not train.exists() else {"used": a.sentences, "tatoeba_repeat": a.tatoeba_repeat})
+    counts["max_chars"] = a.max_chars
     sts = read_sts(DATA / "ru/stsb/dev.tsv")
     runner = Runner(a.work, dry_run=False)
     s = student(runner, a, a.teacher, train)
+    if a.prepare_only:
+        print(json.dumps(s, indent=2))
+        return
     final = s["run"] / "final"
     params = params_of(final)
     rows = [{"model": "teacher multilingual-e5-small", "params": params_of(a.teacher),
