@@ -3,15 +3,16 @@ the trimmed teacher and Model2Vec from the same teacher, on Russian STS-B dev.
 
 The pipeline, each stage a `vocabshrink` command in a subprocess (printed with the table), never on STS-B:
 - training text: the Russian literature of `../shared/data/ru/ruslit/train.txt` (each work joined, cut into
-  sentences) and the Russian Tatoeba sentences, deduplicated and shuffled (seed 0), `--sentences` of them;
+  sentences) and the Russian Tatoeba sentences, deduplicated and shuffled (seed 0), `--sentences` of them, each of
+  12 to `--max-chars` characters (150: as long as STS-B's sentences, and a cheaper cache and step);
 - `build-vocab` (the teacher's family: Unigram) of `--vocab` pieces on that text, or with `--algorithm trim` the
   teacher's own pieces over all the Russian training text (`--fill script` to top it up);
 - `align --split line --max-length 64 --prompt "query: "` (the model card's prompt, for teacher and student);
 - `init-student --layers 3 --hidden 264 --heads 12` (DistilRuBERT-tiny's shape; `--layers/--hidden/--heads`,
   `--dropout`);
-- `cache-teacher` (the teacher run once), then `distill --teacher-cache` with the default recipe for as many
-  steps as fit `--minutes` of distillation (cache included: cache-teacher's time is measured first and
-  a few timed steps give the step time);
+- `cache-teacher` (the teacher run once), then `distill --teacher-cache` for what is left of `--minutes` (cache
+  included: cache-teacher's time is measured first, then `distill --max-minutes` fits its steps to the rest as it
+  goes, re-planning from the measured step time);
 - scores: Spearman of the gold scores against the cosine of mean-pooled embeddings with the "query: " prompt.
 
 Rows: the teacher (runs/teachers/e5-small from `benchmarks/teachers.py`), its Russian trim (from
@@ -21,6 +22,8 @@ count (from the full and from the trimmed teacher), TF-IDF, the student (raw and
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_russian.py --minutes 60
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_russian.py --minutes 60 --algorithm trim --vocab 23000 \
         --hidden 192 --heads 6
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_russian.py --sentences 200000 --max-chars 150 --prepare-only \
+        --algorithm trim --vocab 23000 --hidden 192 --heads 6 --dropout 0   # the stages up to the teacher cache
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import sys
 import time
@@ -44,7 +46,7 @@ from bench_trim import write_keep  # noqa: E402
 
 log = logging.getLogger("bench_russian")
 PROMPT = "query: "
-CALIBRATION_STEPS = 30  # timed cached steps before the run
+DISTILL_OVERHEAD_S = 30.0  # distill's start-up (loading, the projection fit) and final save, outside its loop (15 s here)
 
 
 def russian_sentences(data: Path, out: Path, limit: int, seed: int = 0, min_chars: int = 12,
@@ -142,29 +144,22 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
         return {"seconds": seconds, "commands": commands}
     base = ["distill", "--teacher", str(teacher), "--student", str(init), "--data", str(shards), "--teacher-cache",
             str(cache), "--device", "cpu", "--no-progress", *a.distill_args.split()]
-    calib = w / f"calibrate-{name}-{shape}-{train.stem}"
-    seconds["calibration"] = _timed(runner, [*base, "--out", str(calib), "--max-steps", str(CALIBRATION_STEPS),
-                                             "--checkpoint-minutes", "0"], calib, "training_report.json")
-    rep = json.loads((calib / "training_report.json").read_text())
-    cached = json.loads((cache / "cache_report.json").read_text())
-    # a step's time at the calibration's speed for the mean batch of the whole data (the first 30 batches may be
-    # shorter: 4.5% fewer tokens in the 23K run, which then overran its hour)
-    speed = max(rep["tokens_per_s"], 1e-9)
-    batch_tokens = rep["examples_seen"] / CALIBRATION_STEPS * cached["teacher_tokens"] / cached["examples"]
-    s_per_step = batch_tokens / speed
-    # the run pays the calibration's start-up again (loading, the projection fit): keep it out of the budget
-    startup = max(0.0, seconds["calibration"] - rep["teacher_tokens_seen"] / speed)
-    left = a.minutes * 60 - seconds["cache_teacher"] - seconds["calibration"] - startup
-    # 2% margin: over 40 minutes the step ran 1% slower than in the 30 timed steps (checkpoints, a warmer machine)
-    steps = a.max_steps or max(1, math.floor(0.98 * left / s_per_step))
+    # distill's loop gets what the budget leaves after the cache, less its own start-up and final save (about
+    # 15 s in all here); `--max-minutes` re-plans the steps from the measured step time as the run goes
+    loop_minutes = (a.minutes * 60 - seconds["cache_teacher"] - DISTILL_OVERHEAD_S) / 60
+    limit = ["--max-steps", str(a.max_steps)] if a.max_steps else \
+        ["--max-minutes", f"{loop_minutes:.2f}", "--max-steps", "10000000"]
     tag = "-".join(x.lstrip("-") for x in a.distill_args.split())
-    run = w / f"distill-{name}-{shape}-{train.stem}-s{steps}{'-' + tag if tag else ''}"
-    args = [*base, "--out", str(run), "--max-steps", str(steps)]
+    length = f"s{a.max_steps}" if a.max_steps else f"m{loop_minutes:.1f}"
+    run = w / f"distill-{name}-{shape}-{train.stem}-{length}{'-' + tag if tag else ''}"
+    args = [*base, "--out", str(run), *limit]
     if not (run / "training_report.json").exists() and any(run.glob("step-*")):
         args.append("--resume")
     runner.stage(args, run, "training_report.json")
     commands.append(runner.display([x for x in args if x != "--resume"]))
-    seconds["distill"] = json.loads((run / "training_report.json").read_text())["elapsed_s"]
+    report = json.loads((run / "training_report.json").read_text())
+    seconds["distill"], steps = report["elapsed_s"], report["steps"]
+    s_per_step = report["teacher_tokens_seen"] / max(report["tokens_per_s"], 1e-9) / max(steps, 1)
     return {"run": run, "steps": steps, "seconds": seconds, "commands": commands, "s_per_step": s_per_step}
 
 
@@ -234,7 +229,7 @@ def main() -> None:
         rows.append(model2vec_row(a.teacher, params, a.work, sts, "full"))
         if (a.trimmed / "config.json").exists():
             rows.append(model2vec_row(a.trimmed, params, a.work, sts, "trimmed"))
-    minutes = (s["seconds"]["cache_teacher"] + s["seconds"]["calibration"] + s["seconds"]["distill"]) / 60
+    minutes = (s["seconds"]["cache_teacher"] + s["seconds"]["distill"]) / 60
     proj = embed_prompted(final, project=True)
     label = f"{a.vocab // 1000}K{' trimmed' if a.algorithm == 'trim' else ''}"
     rows.append({"model": f"vocabshrink {label}, {a.layers} x {a.hidden} ({s['steps']} steps)", "params": params,

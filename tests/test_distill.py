@@ -23,6 +23,8 @@ from conftest import bert_template, tiny_bert
 from vocabshrink import losses as L
 from vocabshrink.errors import ConfigError, ModelError, ShardError, TrainingError
 from vocabshrink.stages import distill as T
+from vocabshrink.stages.distill import budget as B
+from vocabshrink.stages.distill import loop as LOOP
 from vocabshrink.stages.distill import objective as DL
 from vocabshrink.stages.distill import resume as R
 
@@ -308,6 +310,87 @@ def test_sigkill_after_a_timed_checkpoint_then_resume_gives_the_same_weights(mod
     assert len(T.list_checkpoints(tmp_path / "killed")) <= 2
 
 
+def test_budget_plans_the_steps_the_rest_of_the_time_holds():
+    b = B.Budget(seconds=60.0, used_before=0.0, first_step=0, started=0.0)
+    assert b.plan(done=20, now=10.0, max_steps=1000) == 120  # 2 steps a second, 50 s left
+    assert b.plan(done=20, now=10.0, max_steps=100) == 100  # --max-steps still bounds it
+    assert b.plan(done=20, now=60.0, max_steps=1000) == 20  # spent: stop now
+    assert b.plan(done=0, now=0.0, max_steps=1000) == 1000  # nothing timed yet
+    resumed = B.Budget(seconds=60.0, used_before=30.0, first_step=40, started=100.0)
+    assert resumed.plan(done=60, now=110.0, max_steps=1000) == 100  # 20 s left at this session's 2 steps a second
+
+
+def test_a_stretched_schedule_continues_where_it_was():
+    """Re-planned at step 4 from 10 steps to 20, the linear schedule goes on from there and reaches 0 at 20."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = T.schedule(opt, "linear", warmup_steps=2, max_steps=10)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(6 / 8)
+    sched = T.schedule(opt, "linear", warmup_steps=2, max_steps=20, last_epoch=3)
+    assert sched.get_last_lr()[0] == pytest.approx(16 / 18)
+    for _ in range(16):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(0.0)
+
+
+def _timed_steps(monkeypatch, seconds_of):
+    """A fake clock for the budget that each step advances by `seconds_of(step_index)`; re-plans every 2 steps."""
+    now = {"t": 1000.0}
+    real_step = LOOP.step
+
+    def timed(run, step_index):
+        now["t"] += seconds_of(step_index)
+        return real_step(run, step_index)
+
+    monkeypatch.setattr(B, "time", type("Clock", (), {"time": staticmethod(lambda: now["t"])}))
+    monkeypatch.setattr(B, "REPLAN_EVERY", 2)
+    monkeypatch.setattr(LOOP, "step", timed)
+    return now
+
+
+def _lrs(out: Path) -> dict[int, float]:
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["lr"] for r in rows if "lr" in r}
+
+
+@pytest.mark.slow
+def test_max_minutes_ends_on_time_with_the_rate_decayed_after_a_slowdown(models, tmp_path, monkeypatch):
+    """12 s of budget at 1 s a step, 2 s from step 5 on: planned 12 steps, re-planned to 8, which end at 12 s
+    with the learning rate at 0 (a plan fixed at the start would have run 12 steps, 20 s)."""
+    now = _timed_steps(monkeypatch, lambda i: 1.0 if i < 4 else 2.0)
+    start = now["t"]
+    report = _run(models, tmp_path / "budget", max_steps=1000, max_minutes=0.2, log_every=1,
+                  checkpoint_minutes=0.0)
+    assert report.steps == 8 and report.settings["max_minutes"] == 0.2
+    assert now["t"] - start == 12.0
+    lrs = _lrs(tmp_path / "budget")
+    assert max(lrs) == 8 and lrs[8] == pytest.approx(0.0) and lrs[2] > 0
+    with pytest.raises(ConfigError, match="--max-minutes"):
+        _run(models, tmp_path / "bad", max_minutes=-1.0)
+
+
+@pytest.mark.slow
+def test_a_max_minutes_run_resumes_its_budget_and_plan(models, tmp_path, monkeypatch):
+    """Interrupted at its step-4 checkpoint and resumed, a budgeted run ends like the unbroken one: same steps,
+    same rates, same weights (the checkpoint holds the seconds spent and the plan)."""
+    kw = dict(max_steps=1000, max_minutes=0.2, log_every=1, checkpoint_every=4, keep_checkpoints=5,
+              checkpoint_minutes=0.0)
+    _timed_steps(monkeypatch, lambda i: 1.0)
+    straight = _run(models, tmp_path / "straight", **kw)
+    _run_until_first_checkpoint(models, tmp_path / "halves", monkeypatch, **kw)
+    state = json.loads((tmp_path / "halves" / "step-4" / "trainer_state.json").read_text())
+    assert state["loop_seconds"] == 4.0 and state["planned_steps"] == 12
+    resumed = _run(models, tmp_path / "halves", **kw, resume=True)
+    assert straight.steps == resumed.steps == 12 and resumed.resumed_from_step == 4
+    a_lr, b_lr = _lrs(tmp_path / "straight"), _lrs(tmp_path / "halves")
+    assert all(a_lr[s] == pytest.approx(b_lr[s]) for s in range(1, 13))
+    a, b = _params(tmp_path / "straight" / "final"), _params(tmp_path / "halves" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
 def test_default_recipe(models, tmp_path):
     """The measured recipe (benchmarks/RESULTS.md): MSE + cosine + sentence; MLM only with a teacher MLM head."""
@@ -551,6 +634,8 @@ WORKER = """
 import json
 from safetensors.torch import load_file
 
+from vocabshrink.stages.distill import budget as B
+from vocabshrink.stages.distill import loop as LOOP
 from vocabshrink.stages.distill import objective as DL
 from vocabshrink.stages import distill as T
 T.distill(**json.loads({args!r}))

@@ -254,7 +254,12 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
 @click.option("--sum-probs", is_flag=True, help="Reduce map: sum the pieces' probabilities, not their logits.")
 @click.option("--batch-size", type=POS, default=64, show_default=True, help="Global batch per optimizer step.")
 @click.option("--grad-accum", type=POS, default=1, show_default=True)
-@click.option("--max-steps", type=POS, default=1000, show_default=True)
+@click.option("--max-steps", type=POS, default=1000, show_default=True,
+              help="Optimizer steps; with --max-minutes, the most the run may take.")
+@click.option("--max-minutes", type=NONNEG_F, default=0.0, show_default=True,
+              help="A time budget for the steps (0: none): the step count is re-planned from the measured step "
+                   "time as the run goes and the learning-rate schedule stretched to it, so the run ends on time "
+                   "with the rate decayed. Raise --max-steps, which still bounds it.")
 @click.option("--lr", type=POS_F, default=1e-3, show_default=True)
 @click.option("--embedding-lr-scale", type=NONNEG_F, default=1.0, show_default=True,
               help="The word-embedding table's learning rate as a share of --lr; 0 freezes it (rows the "
@@ -297,6 +302,7 @@ def distill_cmd(**kwargs) -> None:
       vocabshrink distill --teacher minilm --student student --data shards --eval-data held-out \\
           --out run --max-steps 2000
       vocabshrink distill ... --resume         # after an interruption: from the newest step-N/
+      vocabshrink distill ... --max-minutes 30 --max-steps 100000   # as many steps as 30 minutes hold
       vocabshrink cache-teacher --teacher minilm --data shards --data held-out --out cache
       vocabshrink distill ... --teacher-cache cache   # the teacher's states read, not recomputed
       torchrun --nproc-per-node 2 -m vocabshrink.cli distill ...   (same options)

@@ -17,7 +17,7 @@ import torch
 
 from ...errors import TrainingError
 from ...progress import progress_bar
-from . import distributed
+from . import budget, distributed
 from .batches import seed_everything
 from .checkpoints import list_checkpoints
 from .evaluation import held_out_metrics
@@ -33,26 +33,31 @@ def train(run: Run) -> tuple[float, int]:
     opts, cursor = run.opts, run.cursor
     first = start_step(run)
     run.student.train()
-    bar = progress_bar(True, total=opts.max_steps, initial=first, desc="distill", unit="step",
+    clock = budget.start(run, first)
+    bar = progress_bar(True, total=run.total_steps, initial=first, desc="distill", unit="step",
                        dynamic_ncols=True) if run.is_main and opts.progress else None
     logs = _Logs(run.out) if run.is_main else None
     tokens_at_start, t0 = cursor.tokens_seen, time.time()
     last_saved = t0
+    done = first
     try:
-        for step_index in range(first, opts.max_steps):
-            stats = step(run, step_index)
-            done = step_index + 1
+        while done < run.total_steps:
+            stats = step(run, done)
+            done += 1
+            budget.replan(run, clock, done)  # with --max-minutes: run.total_steps follows the clock
+            if bar is not None and bar.total != run.total_steps:
+                bar.total = run.total_steps
             if logs is not None:
                 tps = (cursor.tokens_seen - tokens_at_start) / max(time.time() - t0, 1e-9)
                 logs.step(run, done, stats, tps, bar)
             if run.eval_batches is not None and opts.eval_every > 0 and (done % opts.eval_every == 0
-                                                                        or done == opts.max_steps):
+                                                                        or done == run.total_steps):
                 evaluate(run, done, logs)
-            if distributed.checkpoint_due(done, opts.max_steps, opts.checkpoint_every, opts.checkpoint_minutes,
+            if distributed.checkpoint_due(done, run.total_steps, opts.checkpoint_every, opts.checkpoint_minutes,
                                           last_saved, run.is_main, run.world):
                 last_saved = time.time()
                 if run.is_main:
-                    save(run, done, stats["loss"])
+                    save(run, done, stats["loss"], budget.used(clock))
                 distributed.barrier(run.world)
     finally:
         if bar is not None:
@@ -138,7 +143,7 @@ class _Logs:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", tok_s=f"{tokens_per_s:.0f}")
-        if done % max(1, run.opts.log_every) == 0 or done == run.opts.max_steps:
+        if done % max(1, run.opts.log_every) == 0 or done == run.total_steps:
             self.write(record, done)
 
     def write(self, record: dict[str, Any], step: int) -> None:

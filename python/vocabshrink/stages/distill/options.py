@@ -21,7 +21,8 @@ RANGES = {
     "warmup_steps": (0, True, None, False), "weight_decay": (0, True, None, False), "clip_norm": (0, True, None, False),
     "embedding_lr_scale": (0, True, None, False),
     "eval_every": (0, True, None, False), "checkpoint_every": (0, True, None, False),
-    "checkpoint_minutes": (0, True, None, False), "seed": (0, True, 2**32 - 1, True),
+    "checkpoint_minutes": (0, True, None, False), "max_minutes": (0, True, None, False),
+    "seed": (0, True, 2**32 - 1, True),
     "mlm_probability": (0, False, 1, False), "max_length": (8, True, None, False),
 }
 CHOICES = {
@@ -63,6 +64,7 @@ class DistillOptions:
     batch_size: int = 64
     grad_accum: int = 1
     max_steps: int = 1000
+    max_minutes: float = 0.0  # > 0: the loop's time budget; the step count (at most max_steps) follows the clock
     lr: float = 1e-3
     embedding_lr_scale: float = 1.0  # the word-embedding table's share of --lr; 0 freezes it
     weight_decay: float = 0.01

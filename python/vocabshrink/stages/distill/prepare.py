@@ -51,6 +51,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     started: float = field(default_factory=time.time)
+    total_steps: int = 0  # the run's last step: --max-steps, or the plan of a --max-minutes budget
+    seconds_before: float = 0.0  # loop seconds of the sessions before a resume (the budget's used part)
     resumed_from: int | None = None
     projection_fit: dict[str, float] | None = None
     last_loss: float | None = None
@@ -140,7 +142,7 @@ def setup(opts: DistillOptions) -> Run:
     optimizer, scheduler = _optimizer(opts, params, words)
     return Run(opts, settings, Path(opts.out), rank, world, dev, micro, autocast, teacher, eval_teacher, student,
                projection, loss_setup, dataset, collator, Cursor(lengths, opts.batch_size, opts.seed), eval_batches,
-               params, optimizer, scheduler, started=started)
+               params, optimizer, scheduler, started=started, total_steps=opts.max_steps)
 
 
 def _teacher_layers(opts: DistillOptions) -> int:
@@ -238,9 +240,11 @@ def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter],
     return optimizer, scheduler
 
 
-def schedule(optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int, max_steps: int) -> Any:
-    """transformers' schedule: linear warmup from 0, then linear or cosine decay to 0 at max_steps."""
+def schedule(optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int, max_steps: int,
+             last_epoch: int = -1) -> Any:
+    """transformers' schedule: linear warmup from 0, then linear or cosine decay to 0 at max_steps (continued
+    after `last_epoch` steps when given)."""
     from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
     make = get_cosine_schedule_with_warmup if kind == "cosine" else get_linear_schedule_with_warmup
-    return make(optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps)
+    return make(optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps, last_epoch=last_epoch)

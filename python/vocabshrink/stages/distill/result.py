@@ -62,7 +62,7 @@ def finish(run: Run, loop_seconds: float, tokens_at_start: int) -> TrainingRepor
     projection_path = export_student(run.student, run.projection, Path(opts.student), final) if run.is_main else None
     report = TrainingReport(
         teacher=str(opts.teacher), student=str(opts.student), data=[str(p) for p in opts.data], out=str(run.out),
-        final_dir=str(final), projection=projection_path, steps=opts.max_steps, resumed_from_step=run.resumed_from,
+        final_dir=str(final), projection=projection_path, steps=run.total_steps, resumed_from_step=run.resumed_from,
         world_size=run.world, device=str(run.device), examples_seen=run.cursor.examples_seen,
         teacher_tokens_seen=run.cursor.tokens_seen, elapsed_s=round(time.time() - run.started, 3),
         tokens_per_s=round((run.cursor.tokens_seen - tokens_at_start) / max(loop_seconds, 1e-9), 1),

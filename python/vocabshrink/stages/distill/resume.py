@@ -42,8 +42,11 @@ def resume(run: Run) -> None:
     cursor.examples_seen, cursor.tokens_seen = state["examples_seen"], state["teacher_tokens_seen"]
     cursor.shuffle()  # the resumed epoch's batches
     run.resumed_from = ckpt_step
+    if run.opts.max_minutes > 0:  # the budget goes on from the plan and the seconds the checkpoint recorded
+        run.seconds_before = float(state.get("loop_seconds", 0.0))
+        run.total_steps = max(ckpt_step, min(run.opts.max_steps, int(state.get("planned_steps", run.total_steps))))
     if run.is_main:
-        print(f"distill: resuming from {ckpt} (step {ckpt_step} of {run.opts.max_steps})", file=sys.stderr, flush=True)
+        print(f"distill: resuming from {ckpt} (step {ckpt_step} of {run.total_steps})", file=sys.stderr, flush=True)
 
 
 def _check_same_settings(ckpt: Path, saved: dict, now: dict) -> None:
@@ -62,12 +65,14 @@ def start_step(run: Run) -> int:
     return run.resumed_from or 0
 
 
-def save(run: Run, done: int, loss: float) -> Path:
-    """A `step-N/` checkpoint of the student, projection, optimizer, schedule, data position and RNG (rank 0)."""
+def save(run: Run, done: int, loss: float, loop_seconds: float = 0.0) -> Path:
+    """A `step-N/` checkpoint of the student, projection, optimizer, schedule, data position and RNG (rank 0);
+    `loop_seconds` (the loop's time so far) and the planned last step let a `--max-minutes` run resume its budget."""
     c = run.cursor
     state = {"settings": run.settings, "teacher": str(run.opts.teacher), "student": str(run.opts.student),
              "data": [str(p) for p in run.opts.data], "out": str(run.out), "epoch": c.epoch,
              "batch_in_epoch": c.batch_in_epoch, "examples_seen": c.examples_seen,
-             "teacher_tokens_seen": c.tokens_seen, "loss": loss}
+             "teacher_tokens_seen": c.tokens_seen, "loss": loss, "loop_seconds": round(loop_seconds, 3),
+             "planned_steps": run.total_steps}
     return save_checkpoint(run.out, done, run.student, run.projection, run.optimizer, run.scheduler, state,
                            run.opts.keep_checkpoints)
