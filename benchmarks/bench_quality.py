@@ -9,9 +9,9 @@ Rows:
 - Model2Vec `distill(teacher, pca_dims=D)` (model2vec on PyPI, the `bench` extra) with D chosen so that its table
   has about the parameters of each student;
 - vocabshrink students, one per `--shapes` entry ([t]VOCAB:LAYERSxHIDDEN[xFFN][hHEADS], t: a trimmed teacher
-  vocabulary), each through the whole pipeline on the
-  sentence corpus of `vocabshrink.stages.demo.shared_sentences` (never STS-B): build-vocab, align --split line --max-length 64,
-  init-student, distill with the default recipe for `--minutes` (turned into steps by timing a few), each stage a
+  vocabulary), each through the whole pipeline on the sentence corpus of `vocabshrink.stages.demo.shared_sentences`
+  (never STS-B): build-vocab, align --split line --max-length 64, init-student, distill with the default recipe for
+  `--minutes` (`distill --max-minutes`: the steps re-planned from the measured step time), each stage a
   `vocabshrink` command in a subprocess (the commands are printed with the table).
 
 The table goes to benchmarks/results/quality.md (and .json), the plots to benchmarks/results/quality_vs_*.png
@@ -163,17 +163,18 @@ def student_row(runner: Runner, a: argparse.Namespace, teacher: str, train: Path
         seconds[name] = runner.stage(args, folder, done) or _recorded(folder, name)
         _record(folder, name, seconds[name])
         commands.append(runner.display(args))
-    steps = a.max_steps or calibrated_steps(runner, a, teacher, student, shards)
-    run = w / f"distill-{kind}{vocab}-{layers}x{hidden}-s{steps}"
+    # `--minutes` of distill's loop: `distill --max-minutes` re-plans the steps from the measured step time
+    limit = ["--max-steps", str(a.max_steps)] if a.max_steps else \
+        ["--max-minutes", f"{a.minutes:.2f}", "--max-steps", "10000000"]
+    run = w / f"distill-{kind}{vocab}-{layers}x{hidden}-{f's{a.max_steps}' if a.max_steps else f'm{a.minutes:g}'}"
     args = ["distill", "--teacher", teacher, "--student", str(student), "--data", str(shards), "--out", str(run),
-            "--max-steps", str(steps), "--batch-size", str(a.batch_size), "--device", "cpu", "--no-progress",
-            *a.distill_args.split()]
+            *limit, "--batch-size", str(a.batch_size), "--device", "cpu", "--no-progress", *a.distill_args.split()]
     if not (run / "training_report.json").exists() and any(run.glob("step-*")):
         args.append("--resume")
     runner.stage(args, run, "training_report.json")
     commands.append(runner.display([x for x in args if x != "--resume"]))
     report = json.loads((run / "training_report.json").read_text())
-    seconds["distill"] = report["elapsed_s"]
+    seconds["distill"], steps = report["elapsed_s"], report["steps"]
     sts = a.sts_data
     raw = spearman_of(encoder_of(run / "final"), *sts)
     proj_enc = encoder_of(run / "final", project=True)
@@ -192,25 +193,6 @@ def _record(folder: Path, name: str, seconds: float) -> None:
     f = folder.parent / f".{folder.name}.seconds.json"
     if not f.exists() and not math.isnan(seconds):
         f.write_text(json.dumps(seconds))
-
-
-def calibrated_steps(runner: Runner, a: argparse.Namespace, teacher: str, student: Path, shards: Path) -> int:
-    """Steps that fit `--minutes` of distillation, from a few timed steps of this student (kept in WORK)."""
-    cal = a.work / f"calibration-{student.name}-b{a.batch_size}.json"
-    if not cal.exists():
-        out = a.work / f"calibrate-{student.name}"
-        import shutil
-
-        shutil.rmtree(out, ignore_errors=True)
-        runner.stage(["distill", "--teacher", teacher, "--student", str(student), "--data", str(shards), "--out",
-                      str(out), "--max-steps", "20", "--batch-size", str(a.batch_size), "--device", "cpu",
-                      "--no-progress", "--checkpoint-minutes", "0", *a.distill_args.split()], out,
-                     "training_report.json")
-        rep = json.loads((out / "training_report.json").read_text())
-        s_per_step = rep["teacher_tokens_seen"] / max(rep["tokens_per_s"], 1e-9) / 20
-        cal.write_text(json.dumps({"s_per_step": s_per_step}))
-    s_per_step = json.loads(cal.read_text())["s_per_step"]
-    return max(1, math.floor(a.minutes * 60 / s_per_step))
 
 
 # --- output ----------------------------------------------------------------------------------------------------
