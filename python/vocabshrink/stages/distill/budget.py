@@ -1,8 +1,8 @@
 """distill's time budget (`--max-minutes`): the step count planned from the measured step time.
 
 A plan fixed before the run (a few timed steps, then `--max-steps`) misses when the machine's speed changes
-during the run: a 60-minute Russian run on a 2-core cloud CPU planned at 11,700 tokens/s ran at 10,300 and
-ended 5 minutes late. Here the loop re-plans every `REPLAN_EVERY` steps from the speed so far and stretches the
+during the run: a 60-minute Russian run on a 2-core cloud CPU planned at 11,698 tokens/s ran at 10,224 and
+ended 3.7 minutes late (benchmarks/RESULTS.md). Here the loop re-plans every `REPLAN_EVERY` steps from the speed so far and stretches the
 learning-rate schedule to the plan, so the run ends on time with the rate decayed to its end.
 
 Imports `distributed` and `prepare` (the schedule).
