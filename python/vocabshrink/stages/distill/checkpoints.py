@@ -49,9 +49,12 @@ def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict[str, t
     for pid, extra in meta.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(extra)
     groups = meta["param_groups"]
-    for g in groups:
+    for g, current in zip(groups, optimizer.param_groups):
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
+        # the kernel is this run's --adamw, not the saved run's: the state is the same in all of them
+        for key in ("fused", "foreach"):
+            g[key] = current.get(key)
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 

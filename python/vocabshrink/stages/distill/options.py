@@ -28,6 +28,7 @@ RANGES = {
 CHOICES = {
     "mode": ("split", "offsets"), "schedule": ("linear", "cosine"), "projection_init": ("fit", "random"),
     "teacher_dtype": ("auto", "bf16", "fp16", "fp32"), "precision": ("auto", "fp32", "bf16"),
+    "adamw": ("auto", "fused", "foreach", "for-loop"),
 }
 # Settings that must not change when a run is resumed (the others, e.g. max_steps, may).
 RESUME_FIXED = ("mode", "layer_map", "batch_size", "grad_accum", "seed", "mlm_probability", "max_length",
@@ -82,6 +83,7 @@ class DistillOptions:
     resume: bool = False
     teacher_dtype: str = "auto"  # bf16 where the device computes it natively (same quality, faster), else fp32
     precision: str = "auto"
+    adamw: str = "auto"  # torch's AdamW kernel; auto: fused on CPU and CUDA (one pass over each tensor)
     device: str | None = None
     log_every: int = 10
     progress: bool = True
