@@ -435,6 +435,57 @@ def test_precision_auto_is_the_native_type_and_bf16_trains_like_fp32(models, tmp
     assert runs["bf16"].final_loss != runs["fp32"].final_loss  # autocast really ran in bf16
 
 
+def test_adamw_kernels_train_alike_and_auto_is_fused_on_cpu():
+    """--adamw picks torch's AdamW implementation: the three agree to rounding after a few steps on the same
+    gradients, and auto is the fused kernel on CPU."""
+    from vocabshrink.stages.distill.prepare import adamw_kernel
+
+    assert adamw_kernel("auto", torch.device("cpu")) == {"fused": True}
+    assert adamw_kernel("auto", torch.device("meta")) == {"foreach": False}
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(50, 8, generator=gen), torch.randn(8, generator=gen)]
+    grads = [[torch.randn(t.shape, generator=gen) for t in start] for _ in range(5)]
+    finals = {}
+    for choice in ("fused", "foreach", "for-loop"):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01, **adamw_kernel(choice, torch.device("cpu")))
+        for g in grads:
+            for p, gp in zip(params, g):
+                p.grad = gp.clone()
+            opt.step()
+        finals[choice] = [p.detach() for p in params]
+        assert not torch.equal(finals[choice][0], start[0])
+    for choice in ("foreach", "for-loop"):
+        for a, b in zip(finals["fused"], finals[choice]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_adamw_choice_is_recorded_resumes_across_kernels_and_bad_values_are_refused(models, tmp_path,
+                                                                                    monkeypatch):
+    """A run resumed with another --adamw continues on that kernel from the saved state (not the saved run's
+    kernel), ending near the unbroken run; an unknown kernel is refused before anything loads."""
+    kw = dict(mse_weight=1.0, max_steps=4, checkpoint_every=2, keep_checkpoints=5)
+    straight = _run(models, tmp_path / "straight", **kw)
+    assert straight.settings["adamw"] == "auto"
+    _run_until_first_checkpoint(models, tmp_path / "halves", monkeypatch, **kw, adamw="for-loop")
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["fused"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    resumed = _run(models, tmp_path / "halves", **kw, resume=True)
+    assert resumed.resumed_from_step == 2 and seen == [True, True]
+    a, b = _params(tmp_path / "straight" / "final"), _params(tmp_path / "halves" / "final")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="--adamw must be one of"):
+        _run(models, tmp_path / "bad", adamw="sgd")
+
+
 @pytest.mark.slow
 def test_checkpoints_can_be_switched_off(models, tmp_path):
     _run(models, tmp_path / "none", checkpoint_minutes=0, max_steps=2)
