@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median_time, print_table  # noqa: E402
 
-IMPLEMENTATIONS = {"for-loop (torch's CPU default)": {"foreach": False}, "foreach": {"foreach": True},
-                   "fused": {"fused": True}}
+from vocabshrink.stages.distill.prepare import ADAMW_KERNELS  # noqa: E402
+
 
 
 def parameters_of(folder: Path) -> list[torch.nn.Parameter]:
@@ -59,8 +59,8 @@ def main() -> None:
     total = sum(p.numel() for p in params)
     rows, out = [], {"student": str(a.student), "parameters": total, "threads": torch.get_num_threads(),
                      "seconds": {}}
-    for name, kwargs in IMPLEMENTATIONS.items():
-        s = time_step(params, kwargs, 1.0, a.repeats)
+    for name in ("for-loop", "foreach", "fused"):  # distill --adamw's kernels; for-loop is torch's CPU default
+        s = time_step(params, ADAMW_KERNELS[name], 1.0, a.repeats)
         out["seconds"][name] = s
         rows.append([name, f"{1000 * s:.1f}"])
     print_table(f"clip + AdamW step, {total / 1e6:.2f}M parameters, {torch.get_num_threads()} threads",

@@ -2,8 +2,9 @@
 
 A plan fixed before the run (a few timed steps, then `--max-steps`) misses when the machine's speed changes
 during the run: a 60-minute Russian run on a 2-core cloud CPU planned at 11,698 tokens/s ran at 10,224 and
-ended 3.7 minutes late (benchmarks/RESULTS.md). Here the loop re-plans every `REPLAN_EVERY` steps from the speed so far and stretches the
-learning-rate schedule to the plan, so the run ends on time with the rate decayed to its end.
+ended 3.7 minutes late (benchmarks/RESULTS.md). Here the loop re-plans every `REPLAN_EVERY` steps from the speed
+so far and stretches the learning-rate schedule to the plan, so the run ends on time with the rate decayed to its
+end.
 
 Imports `distributed` and `prepare` (the schedule).
 """

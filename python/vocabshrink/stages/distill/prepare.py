@@ -240,6 +240,10 @@ def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter],
     return optimizer, scheduler
 
 
+# torch.optim.AdamW's keywords for each --adamw kernel
+ADAMW_KERNELS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+
+
 def adamw_kernel(choice: str, device: torch.device) -> dict[str, bool]:
     """torch.optim.AdamW's implementation keywords for --adamw. auto is fused where torch has the kernel (CPU,
     CUDA): on the 2-core CPU, clip + AdamW over the 5.9M-parameter Russian student take 7.1 ms fused against
@@ -247,7 +251,7 @@ def adamw_kernel(choice: str, device: torch.device) -> dict[str, bool]:
     (benchmarks/bench_optimizer.py)."""
     if choice == "auto":
         choice = "fused" if device.type in ("cpu", "cuda") else "for-loop"
-    return {"fused": {"fused": True}, "foreach": {"foreach": True}}.get(choice, {"foreach": False})
+    return ADAMW_KERNELS[choice]
 
 
 def schedule(optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int, max_steps: int,
