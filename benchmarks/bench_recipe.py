@@ -66,7 +66,9 @@ LANGS = {"en": Lang(EN, EN / "corpus" / "train.txt", "", "", DATA / "en/stsb/dev
          "ru-tatoeba": Lang(RU, RU / "train-tatoeba3-100000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"),
                             RU_PROMPT, DATA / "ru/stsb/dev.tsv"),
          "ru-200k": Lang(RU, RU / "train-200000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"), RU_PROMPT,
-                         DATA / "ru/stsb/dev.tsv")}
+                         DATA / "ru/stsb/dev.tsv"),
+         "ru-all": Lang(RU, RU / "train-c150-270000.txt", rel(ROOT / "runs" / "teachers" / "e5-small"), RU_PROMPT,
+                        DATA / "ru/stsb/dev.tsv")}
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,14 @@ STUDENTS = {
                     cache=RU / "cache-trim-23000-none-train-200000"),
 }
 STUDENTS["ru-c-d0"] = replace(STUDENTS["ru-c"], shape=[*STUDENTS["ru-c"].shape, "--dropout", "0"])
+# the hour's data (bench_russian.py --sentences 270000 --max-chars 150): every short training sentence, cached
+STUDENTS["ra"] = Student("ru-all", RU / "vocab-trim-23000-none", RU / "shards-trim-23000-none-train-c150-270000",
+                         ["--layers", "3", "--hidden", "192", "--heads", "6", "--dropout", "0"],
+                         cache=RU / "cache-trim-23000-none-train-c150-270000")
+STUDENTS["ra-map-3-7-11"] = replace(STUDENTS["ra"], shape=[*STUDENTS["ra"].shape, "--layer-map", "3,7,11"])
+STUDENTS["ra-average"] = replace(STUDENTS["ra"], shape=[*STUDENTS["ra"].shape, "--layer-init", "average"])
+STUDENTS["ra-4x192-i384"] = replace(STUDENTS["ra"], shape=["--layers", "4", "--hidden", "192", "--heads", "6",
+                                                           "--dropout", "0", "--intermediate", "384"])
 SENTENCE = ["--mse-weight", "0", "--cosine-weight", "0", "--similarity-weight", "1"]  # bench_russian's recipe
 # name -> (student, extra distill options, batch size); each differs from its base in one thing
 TRIALS = {
@@ -138,6 +148,12 @@ TRIALS = {
     "ru-c-d0-mse": ("ru-c-d0", [*SENTENCE, "--mse-weight", "1"], BASE_BATCH),
     "ru-c-d0-b32": ("ru-c-d0", SENTENCE, 32),
     "ru-c-d0-sentence": ("ru-c-d0", [*SENTENCE, "--similarity-weight", "0"], BASE_BATCH),
+    "ra-base": ("ra", [*SENTENCE, "--precision", "fp32"], BASE_BATCH),
+    "ra-map-3-7-11": ("ra-map-3-7-11", [*SENTENCE, "--precision", "fp32"], BASE_BATCH),
+    "ra-average": ("ra-average", [*SENTENCE, "--precision", "fp32"], BASE_BATCH),
+    "ra-4x192-i384": ("ra-4x192-i384", [*SENTENCE, "--precision", "fp32"], BASE_BATCH),
+    "ra-b128-lr2e-3": ("ra", [*SENTENCE, "--precision", "fp32", "--lr", "2e-3"], 128),
+    "ra-wd0": ("ra", [*SENTENCE, "--precision", "fp32", "--weight-decay", "0"], BASE_BATCH),
 }
 
 

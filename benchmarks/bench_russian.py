@@ -9,7 +9,7 @@ The pipeline, each stage a `vocabshrink` command in a subprocess (printed with t
   teacher's own pieces over all the Russian training text (`--fill script` to top it up);
 - `align --split line --max-length 64 --prompt "query: "` (the model card's prompt, for teacher and student);
 - `init-student --layers 3 --hidden 264 --heads 12` (DistilRuBERT-tiny's shape; `--layers/--hidden/--heads`,
-  `--dropout`);
+  `--dropout`, `--layer-init`);
 - `cache-teacher` (the teacher run once), then `distill --teacher-cache` for what is left of `--minutes` (cache
   included: cache-teacher's time is measured first, then `distill --max-minutes` fits its steps to the rest as it
   goes, re-planning from the measured step time);
@@ -120,7 +120,8 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
     keep = w / "query_keep.txt"
     write_keep(teacher, keep)
     name, corpus = vocab_args(a, train, keep)
-    shape = f"{a.layers}x{a.hidden}" + ("" if a.dropout is None else f"-d{a.dropout:g}")
+    shape = f"{a.layers}x{a.hidden}" + ("" if a.dropout is None else f"-d{a.dropout:g}") \
+        + ("" if a.layer_init == "select" else f"-{a.layer_init}")
     tok, shards, init = w / f"vocab-{name}", w / f"shards-{name}-{train.stem}", w / f"student-{name}-{shape}"
     cache = w / f"cache-{name}-{train.stem}"
     stages = [
@@ -131,6 +132,7 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
          shards, "align_report.json"),
         ("init_student", ["init-student", "--teacher", str(teacher), "--tokenizer", str(tok), "--out", str(init),
                           "--layers", str(a.layers), "--hidden", str(a.hidden), "--heads", str(a.heads),
+                          "--layer-init", a.layer_init,
                           *([] if a.dropout is None else ["--dropout", str(a.dropout)])],
          init, "init_report.json"),
         ("cache_teacher", ["cache-teacher", "--teacher", str(teacher), "--data", str(shards), "--out", str(cache),
@@ -187,6 +189,8 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--dropout", type=float, default=None,
                     help="init-student --dropout [the teacher's 0.1]; 0 measured better with the sentence losses")
+    ap.add_argument("--layer-init", choices=("select", "average", "random"), default="select",
+                    help="init-student --layer-init; average measured better for the Russian student")
     ap.add_argument("--sentences", type=int, default=120_000)
     ap.add_argument("--max-chars", type=int, default=400,
                     help="Longest training sentence in characters (150: the length of STS-B's, cheaper steps).")
