@@ -28,7 +28,7 @@ RANGES = {
 CHOICES = {
     "mode": ("split", "offsets"), "schedule": ("linear", "cosine"), "projection_init": ("fit", "random"),
     "teacher_dtype": ("auto", "bf16", "fp16", "fp32"), "precision": ("auto", "fp32", "bf16"),
-    "adamw": ("auto", "fused", "foreach", "for-loop"),
+    "adamw": ("auto", "fused", "foreach", "for-loop"), "attention": ("auto", "sdpa", "eager"),
 }
 # Settings that must not change when a run is resumed (the others, e.g. max_steps, may).
 RESUME_FIXED = ("mode", "layer_map", "batch_size", "grad_accum", "seed", "mlm_probability", "max_length",
@@ -84,6 +84,7 @@ class DistillOptions:
     teacher_dtype: str = "auto"  # bf16 where the device computes it natively (same quality, faster), else fp32
     precision: str = "auto"
     adamw: str = "auto"  # torch's AdamW kernel; auto: fused on CPU and CUDA (one pass over each tensor)
+    attention: str = "auto"  # the student's attention code; auto: eager for bf16 on CPU, else sdpa
     device: str | None = None
     log_every: int = 10
     progress: bool = True

@@ -21,7 +21,7 @@ from ...tokenization import load_tokenizer
 from . import distributed
 from .batches import Cursor, collate, open_data
 from .objective import LossSetup, Teacher, num_layers
-from .options import DistillOptions
+from .options import CHOICES, DistillOptions
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -119,6 +119,8 @@ def setup(opts: DistillOptions) -> Run:
         raise ShardError(f"{', '.join(map(str, opts.data))}: {len(dataset)} examples, fewer than one batch "
                          f"({opts.batch_size}); use more data or a smaller --batch-size")
     student = load_student(opts.student, dev)
+    settings["attention"] = attention_kernel(opts.attention, settings["precision"], dev)
+    student.set_attn_implementation(settings["attention"])
     t_layers = _teacher_layers(opts)
     pairs = parse_layer_map(opts.layer_map, num_layers(student), t_layers)
     settings["layer_map"] = [list(p) for p in pairs]
@@ -238,6 +240,17 @@ def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter],
     optimizer = torch.optim.AdamW(groups, lr=opts.lr, **adamw_kernel(opts.adamw, params[0].device))
     scheduler = schedule(optimizer, opts.schedule, opts.warmup_steps, opts.max_steps)
     return optimizer, scheduler
+
+
+def attention_kernel(choice: str, precision: str, device: torch.device) -> str:
+    """The student's attention implementation for --attention. auto is eager for bf16 on CPU: there torch's
+    fused attention backward took 8x the fp32 one (14.5 against 1.8 ms a layer for 64 x 25 tokens), which
+    undid bf16's 2.5x faster matrix products; the eager matmul-softmax-matmul keeps them (benchmarks/RESULTS.md)."""
+    if choice not in CHOICES["attention"]:
+        raise ConfigError(f"--attention must be one of {', '.join(CHOICES['attention'])}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    return "eager" if precision == "bf16" and device.type == "cpu" else "sdpa"
 
 
 # torch.optim.AdamW's keywords for each --adamw kernel
