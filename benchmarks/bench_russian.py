@@ -132,7 +132,7 @@ def student(runner: Runner, a: argparse.Namespace, teacher: Path, train: Path) -
          shards, "align_report.json"),
         ("init_student", ["init-student", "--teacher", str(teacher), "--tokenizer", str(tok), "--out", str(init),
                           "--layers", str(a.layers), "--hidden", str(a.hidden), "--heads", str(a.heads),
-                          "--layer-init", a.layer_init,
+                          *([] if a.layer_init == "select" else ["--layer-init", a.layer_init]),
                           *([] if a.dropout is None else ["--dropout", str(a.dropout)])],
          init, "init_report.json"),
         ("cache_teacher", ["cache-teacher", "--teacher", str(teacher), "--data", str(shards), "--out", str(cache),
