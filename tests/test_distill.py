@@ -91,10 +91,12 @@ def models(tmp_path_factory, minilm_path, wordpiece_student, lines):
 
 
 def _run(models, out, **kw):
-    # explicit weights (the tests below predate the defaults; test_default_recipe checks those)
+    # explicit weights (the tests below predate the defaults; test_default_recipe checks those), and fp32 unless
+    # a test asks: precision auto is bf16 on a CPU with native bf16, where two runs may round apart beyond the
+    # tolerances of the exactness tests
     args = dict(teacher=models["teacher"], student=models["student"], data=[models["shards"]], out=out,
                 batch_size=8, max_steps=4, lr=2e-3, warmup_steps=1, progress=False, seed=3, mlm_weight=1.0,
-                cosine_weight=0.0, sentence_weight=0.0)
+                cosine_weight=0.0, sentence_weight=0.0, precision="fp32")
     args.update(kw)
     return T.distill(**args)
 
@@ -290,7 +292,7 @@ def test_sigkill_after_a_timed_checkpoint_then_resume_gives_the_same_weights(mod
     assert straight.settings["checkpoint_minutes"] == 10.0
     args = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=[str(models["shards"])],
                 out=str(tmp_path / "killed"), batch_size=8, lr=2e-3, warmup_steps=1, progress=False, seed=3,
-                checkpoint_minutes=1e-6, mlm_weight=1.0, sentence_weight=0.0, **kw)  # a checkpoint after every step
+                checkpoint_minutes=1e-6, mlm_weight=1.0, sentence_weight=0.0, precision="fp32", **kw)  # a checkpoint after every step
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, json.dumps(args)], env=dict(os.environ, HF_HUB_OFFLINE="1"))
     deadline = time.time() + 120
     while not list((tmp_path / "killed").glob("step-*/trainer_state.json")) and time.time() < deadline:
@@ -484,6 +486,50 @@ def test_adamw_choice_is_recorded_resumes_across_kernels_and_bad_values_are_refu
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="--adamw must be one of"):
         _run(models, tmp_path / "bad", adamw="sgd")
+
+
+def test_attention_auto_is_eager_for_bf16_on_cpu_only():
+    from vocabshrink.stages.distill.prepare import attention_kernel
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert attention_kernel("auto", "bf16", cpu) == "eager"
+    assert attention_kernel("auto", "fp32", cpu) == "sdpa"
+    assert attention_kernel("auto", "bf16", cuda) == "sdpa"
+    assert attention_kernel("sdpa", "bf16", cpu) == "sdpa" and attention_kernel("eager", "fp32", cuda) == "eager"
+    with pytest.raises(ConfigError, match="--attention must be one of"):
+        attention_kernel("flash", "fp32", cpu)
+
+
+@pytest.mark.slow
+def test_attention_choice_trains_alike_is_recorded_and_not_saved(models, tmp_path, monkeypatch):
+    """The student's attention code is the one asked for (auto: eager under bf16 on CPU); eager and sdpa train
+    to the same weights within rounding; the saved student does not carry the choice; a bad value is refused."""
+    from vocabshrink.stages.distill import prepare
+
+    loaded = []
+    real_load = prepare.load_student
+
+    def spy(*args, **kwargs):
+        loaded.append(real_load(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(prepare, "load_student", spy)
+    kw = dict(mse_weight=1.0, max_steps=3, precision="fp32", checkpoint_minutes=0)
+    runs = {a: _run(models, tmp_path / a, attention=a, **kw) for a in ("sdpa", "eager")}
+    assert [m.config._attn_implementation for m in loaded] == ["sdpa", "eager"]
+    assert runs["eager"].settings["attention"] == "eager" and runs["sdpa"].settings["attention"] == "sdpa"
+    a, b = _params(tmp_path / "sdpa" / "final"), _params(tmp_path / "eager" / "final")
+    start = _params(models["student"])
+    assert any(k in start and not torch.equal(a[k], start[k]) for k in a)  # it trained
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    saved = json.loads((tmp_path / "eager" / "final" / "config.json").read_text())
+    assert not any("attn" in key for key in saved)
+    bf16 = _run(models, tmp_path / "bf16", mse_weight=1.0, max_steps=1, precision="bf16", checkpoint_minutes=0)
+    assert bf16.settings["attention"] == "eager" and loaded[-1].config._attn_implementation == "eager"
+    with pytest.raises(ConfigError, match="--attention must be one of"):
+        _run(models, tmp_path / "bad", attention="flash")
+    assert len(loaded) == 3  # refused before the student loads
 
 
 @pytest.mark.slow
