@@ -493,8 +493,8 @@ def test_attention_auto_is_eager_for_bf16_on_cpu_only():
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert attention_kernel("auto", "bf16", cpu) == "eager"
-    assert attention_kernel("auto", "fp32", cpu) == "sdpa"
-    assert attention_kernel("auto", "bf16", cuda) == "sdpa"
+    assert attention_kernel("auto", "fp32", cpu) is None  # transformers' default: sdpa where the model has it
+    assert attention_kernel("auto", "bf16", cuda) is None
     assert attention_kernel("sdpa", "bf16", cpu) == "sdpa" and attention_kernel("eager", "fp32", cuda) == "eager"
     with pytest.raises(ConfigError, match="--attention must be one of"):
         attention_kernel("flash", "fp32", cpu)
@@ -503,7 +503,8 @@ def test_attention_auto_is_eager_for_bf16_on_cpu_only():
 @pytest.mark.slow
 def test_attention_choice_trains_alike_is_recorded_and_not_saved(models, tmp_path, monkeypatch):
     """The student's attention code is the one asked for (auto: eager under bf16 on CPU); eager and sdpa train
-    to the same weights within rounding; the saved student does not carry the choice; a bad value is refused."""
+    to the same weights within rounding; the saved student does not carry the choice; a bad value is refused,
+    and a model without the asked kernel is a clear error."""
     from vocabshrink.stages.distill import prepare
 
     loaded = []
@@ -530,6 +531,13 @@ def test_attention_choice_trains_alike_is_recorded_and_not_saved(models, tmp_pat
     with pytest.raises(ConfigError, match="--attention must be one of"):
         _run(models, tmp_path / "bad", attention="flash")
     assert len(loaded) == 3  # refused before the student loads
+
+    def unsupported(self, kernel):
+        raise ValueError(f"{type(self).__name__} does not support {kernel}")
+
+    monkeypatch.setattr(type(loaded[0]), "set_attn_implementation", unsupported)
+    with pytest.raises(ModelError, match="cannot run --attention eager"):
+        _run(models, tmp_path / "unsupported", attention="eager", **kw)
 
 
 @pytest.mark.slow

@@ -291,8 +291,9 @@ def init_student_cmd(teacher, tokenizer, out, layers, hidden, heads, intermediat
                    "student's optimizer step takes 7 ms fused against 26 ms in torch's CPU default, for-loop).")
 @click.option("--attention", type=click.Choice(["auto", "sdpa", "eager"]), default="auto", show_default=True,
               help="The student's attention code; auto: eager (matmul and softmax) for bf16 on CPU, where torch's "
-                   "fused kernel is slow to train (the bf16 step 1.6x faster than fp32 on the 2-core CPU, "
-                   "against no faster with it), else sdpa (torch's scaled_dot_product_attention).")
+                   "fused kernel is slow to train (the bf16 step 1.4x faster than fp32 on the 2-core CPU, "
+                   "against no faster with it), else transformers' default (sdpa: torch's "
+                   "scaled_dot_product_attention, where the model has it).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 [default: the local GPU, else CPU].")
 @click.option("--log-every", type=POS, default=10, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True, callback=_progress)

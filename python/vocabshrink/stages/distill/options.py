@@ -84,7 +84,7 @@ class DistillOptions:
     teacher_dtype: str = "auto"  # bf16 where the device computes it natively (same quality, faster), else fp32
     precision: str = "auto"
     adamw: str = "auto"  # torch's AdamW kernel; auto: fused on CPU and CUDA (one pass over each tensor)
-    attention: str = "auto"  # the student's attention code; auto: eager for bf16 on CPU, else sdpa
+    attention: str = "auto"  # the student's attention code; auto: eager for bf16 on CPU, else transformers' default
     device: str | None = None
     log_every: int = 10
     progress: bool = True

@@ -119,8 +119,8 @@ def setup(opts: DistillOptions) -> Run:
         raise ShardError(f"{', '.join(map(str, opts.data))}: {len(dataset)} examples, fewer than one batch "
                          f"({opts.batch_size}); use more data or a smaller --batch-size")
     student = load_student(opts.student, dev)
-    settings["attention"] = attention_kernel(opts.attention, settings["precision"], dev)
-    student.set_attn_implementation(settings["attention"])
+    _set_attention(student, attention_kernel(opts.attention, settings["precision"], dev), opts.student)
+    settings["attention"] = student.config._attn_implementation
     t_layers = _teacher_layers(opts)
     pairs = parse_layer_map(opts.layer_map, num_layers(student), t_layers)
     settings["layer_map"] = [list(p) for p in pairs]
@@ -242,15 +242,27 @@ def _optimizer(opts: DistillOptions, params: list[torch.nn.Parameter],
     return optimizer, scheduler
 
 
-def attention_kernel(choice: str, precision: str, device: torch.device) -> str:
-    """The student's attention implementation for --attention. auto is eager for bf16 on CPU: there torch's
-    fused attention backward took 8x the fp32 one (14.5 against 1.8 ms a layer for 64 x 25 tokens), which
-    undid bf16's 2.5x faster matrix products; the eager matmul-softmax-matmul keeps them (benchmarks/RESULTS.md)."""
+def attention_kernel(choice: str, precision: str, device: torch.device) -> str | None:
+    """The student's attention implementation for --attention (None: transformers' default, sdpa where the model
+    has it). auto is eager for bf16 on CPU: there torch's fused attention backward took 8x the fp32 one (14.5
+    against 1.8 ms a layer for 64 x 25 tokens), which undid bf16's 2.5x faster matrix products; the eager
+    matmul-softmax-matmul keeps them (benchmarks/RESULTS.md)."""
     if choice not in CHOICES["attention"]:
         raise ConfigError(f"--attention must be one of {', '.join(CHOICES['attention'])}, got {choice!r}")
     if choice != "auto":
         return choice
-    return "eager" if precision == "bf16" and device.type == "cpu" else "sdpa"
+    return "eager" if precision == "bf16" and device.type == "cpu" else None
+
+
+def _set_attention(student: torch.nn.Module, kernel: str | None, path: str | Path) -> None:
+    """Switch the loaded student to `kernel` (None keeps what it loaded with)."""
+    if kernel is None or kernel == student.config._attn_implementation:
+        return
+    try:
+        student.set_attn_implementation(kernel)
+    except (ValueError, ImportError) as exc:
+        raise ModelError(f"{path}: this model cannot run --attention {kernel} ({exc}); pass --attention auto") \
+            from exc
 
 
 # torch.optim.AdamW's keywords for each --adamw kernel
