@@ -23,7 +23,6 @@ from _common import median_time, print_table  # noqa: E402
 from vocabshrink.stages.distill.prepare import ADAMW_KERNELS  # noqa: E402
 
 
-
 def parameters_of(folder: Path) -> list[torch.nn.Parameter]:
     """The student's parameters at their saved shapes, with random gradients."""
     from safetensors.torch import load_file

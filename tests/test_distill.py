@@ -290,9 +290,10 @@ def test_sigkill_after_a_timed_checkpoint_then_resume_gives_the_same_weights(mod
     straight = _run(models, tmp_path / "straight", **kw)
     assert [p.name for p in (tmp_path / "straight").glob("step-*")] == ["step-12"]  # the default keeps the end
     assert straight.settings["checkpoint_minutes"] == 10.0
+    # checkpoint_minutes=1e-6: a checkpoint after every step
     args = dict(teacher=str(models["teacher"]), student=str(models["student"]), data=[str(models["shards"])],
                 out=str(tmp_path / "killed"), batch_size=8, lr=2e-3, warmup_steps=1, progress=False, seed=3,
-                checkpoint_minutes=1e-6, mlm_weight=1.0, sentence_weight=0.0, precision="fp32", **kw)  # a checkpoint after every step
+                checkpoint_minutes=1e-6, mlm_weight=1.0, sentence_weight=0.0, precision="fp32", **kw)
     proc = subprocess.Popen([sys.executable, "-c", KILLABLE, json.dumps(args)], env=dict(os.environ, HF_HUB_OFFLINE="1"))
     deadline = time.time() + 120
     while not list((tmp_path / "killed").glob("step-*/trainer_state.json")) and time.time() < deadline:

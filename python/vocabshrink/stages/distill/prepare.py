@@ -261,8 +261,8 @@ def _set_attention(student: torch.nn.Module, kernel: str | None, path: str | Pat
     try:
         student.set_attn_implementation(kernel)
     except (ValueError, ImportError) as exc:
-        raise ModelError(f"{path}: this model cannot run --attention {kernel} ({exc}); pass --attention auto") \
-            from exc
+        raise ModelError(f"{path}: this model cannot run --attention {kernel} ({exc}); pass another --attention "
+                         "(auto picks eager for --precision bf16 on CPU)") from exc
 
 
 # torch.optim.AdamW's keywords for each --adamw kernel
